@@ -1,0 +1,117 @@
+"""The composition root: builds config → classifier → policy → store → camera → writer → loop, in
+that order, and closes them in reverse. Nothing else in the package constructs backends.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from appliance import retention
+from appliance.cameras import open_camera
+from appliance.catalog import load_catalog
+from appliance.classifier import Classifier
+from appliance.config import Config
+from appliance.loop import Loop
+from appliance.policy import KeepRule, Policy
+from appliance.sdnotify import Notifier
+from appliance.status import LoopStats, StatusReporter
+from appliance.store import Store
+from appliance.writer import ModelInfo, Writer, thumbnail_of_file
+
+log = logging.getLogger(__name__)
+
+
+class Appliance:
+    """One running appliance. Use as a context manager; ``run()`` blocks until the camera ends or
+    ``stop()`` (from a signal handler or another thread)."""
+
+    def __init__(self, config: Config, camera=None, notifier=None):
+        self.config = config
+        self.notifier = notifier or Notifier()
+        self.started_s = time.monotonic()
+        self._stack = ExitStack()
+        try:
+            self._build(camera)
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def _build(self, camera):
+        config = self.config
+        self.classifier = Classifier.open(config.model)
+        entry = load_catalog().find_by_sha256(self.classifier.model_sha256)
+        self.model = ModelInfo(entry.name if entry else Path(config.model.path).stem, self.classifier.model_sha256)
+        self.rule = KeepRule.from_config(config.keep, entry.keep if entry else None)
+        log.info("model %s (%s, %s), %d labels, keep rule: labels %s, ignore %s, min score %.2f",
+                 self.model.name, self.classifier.backend, self.classifier.runtime, len(self.classifier.labels),
+                 list(self.rule.labels), list(self.rule.ignore), self.rule.min_score)
+        self.store = Store(config.storage.data_dir)
+        self._stack.callback(self.store.close)
+        self.store.reconcile(thumbnail=lambda path: thumbnail_of_file(path, config.storage.thumbnail_px))
+        self.camera = camera or open_camera(config.camera, self.classifier.input_size)
+        self.stats = LoopStats()
+        self.writer = Writer(self.store, config.storage, self.model, self.stats.counts)
+        self.loop = Loop(self.camera, self.classifier, Policy(self.rule), self.writer, self.store, self.stats)
+        self.reporter = StatusReporter(config.status.runtime_dir, config.status.interval_s, self.status,
+                                       self.notifier, lambda: self.loop.heartbeat_s)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def run(self) -> None:
+        # Started in this order so that closing in reverse stops the camera first, then drains the
+        # writer (every keep decided is written), then writes the final status, then closes the store.
+        self.reporter.start()
+        self._stack.callback(self.reporter.close)
+        self.writer.start()
+        self._stack.callback(self.writer.close)
+        self.camera.start()
+        self._stack.callback(self.camera.close)
+        self.notifier.ready(f"watching with {self.camera.describe()}")
+        log.info("watching: %s", self.camera.describe())
+        self.loop.run()
+
+    def stop(self) -> None:
+        self.notifier.stopping()
+        self.loop.stop()
+
+    def close(self) -> None:
+        """Stop the camera, drain the writer, write the last status, close the database."""
+        self._stack.close()
+
+    def status(self) -> dict:
+        """The live status snapshot (see status.py)."""
+        now_s = time.monotonic()
+        stats, store, storage = self.stats, self.store, self.config.storage
+        free_bytes = store.free_bytes()
+        counts = dict(stats.counts)
+        kept = self.writer.kept
+        return {
+            "state": self.loop.state,
+            "updated_at": time.time(),
+            "uptime_s": round(now_s - self.started_s, 1),
+            "fps": stats.fps(now_s),
+            "inference_ms": stats.inference_percentiles(),
+            "frames": {"seen": stats.frames_seen, "classified": stats.classified, "kept": kept,
+                       "discarded": stats.frames_seen - sum(counts.get(r, 0) for r in ("match", "audit")),
+                       "by_reason": counts},
+            "last_keep": self.writer.last_keep,
+            "storage": {"data_dir": str(store.data_dir), "used_bytes": store.used_bytes, "free_bytes": free_bytes,
+                        "quota_bytes": storage.quota_bytes, "min_free_bytes": storage.min_free_bytes,
+                        "when_full": storage.when_full, "writer_backlog": self.writer.backlog,
+                        "level": "full" if self.writer.is_full else retention.storage_level(
+                            store.used_bytes, storage.quota_bytes, free_bytes, storage.min_free_bytes)},
+            "camera": {"backend": self.config.camera.backend, "description": self.camera.describe()},
+            "model": {"name": self.model.name, "path": str(self.classifier.model_path), "sha256": self.model.sha256,
+                      "input_size": list(self.classifier.input_size), "runtime": self.classifier.runtime,
+                      "labels": len(self.classifier.labels)},
+            "accelerator": {"requested": self.classifier.accelerator.requested,
+                            "backend": self.classifier.backend, "problem": self.classifier.accelerator.problem,
+                            "is_degraded": self.classifier.accelerator.is_degraded},
+        }

@@ -1,0 +1,143 @@
+"""``appliance bench``: how close the whole loop comes to bare ``invoke()``, and what it costs.
+
+Measured in one run, on one machine, with one model and thread count:
+
+* bare: frames/s of ``set_tensor`` + ``invoke()`` alone on pre-scaled frames;
+* loop, nothing matches: frames/s of the whole loop (replay camera serving pre-scaled frames from
+  memory → classify → policy → status) and the bytes written under the data dir (must be 0);
+* loop, 10 % match: the same with one frame in ten kept as a full-resolution JPEG (1920×1080);
+* efficiency = loop frames/s ÷ bare frames/s;
+* peak RSS of a real ``appliance run`` child process over the photo folder;
+* inference ms p50/p95 per backend.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from appliance.app import Appliance
+from appliance.cameras.replay import ReplayCamera, read_rgb, scale_like_isp
+from appliance.classifier import Classifier
+from appliance.config import Config, to_toml
+from appliance.policy import KeepRule, Policy
+
+MAIN_SIZE = (1920, 1080)
+_WARMUP = 20
+
+
+def run_benchmark(model_path, images_dir, frames=1000, num_threads=0, measure_rss=True) -> dict:
+    base = Config().replace(model={"path": str(model_path), "num_threads": num_threads},
+                            camera={"backend": "replay", "fps": 0.0, "replay_loop": False})
+    classifier = Classifier.open(base.model)
+    matching, other = _split_photos(classifier, base, images_dir)
+    if not matching or not other:
+        raise SystemExit(f"bench needs photos that match the keep rule and photos that do not in {images_dir} "
+                         f"(found {len(matching)} matching, {len(other)} not)")
+    bare_fps = _bare_fps(classifier, [f[0] for f in other + matching], frames)
+    del classifier  # each measured run below builds its own, as the real appliance does
+
+    no_match = _loop_run(base, [other[i % len(other)] for i in range(frames)])
+    ten_percent = _loop_run(base, [matching[(i // 10) % len(matching)] if i % 10 == 9 else other[i % len(other)]
+                                   for i in range(frames)])
+    result = {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "model": str(model_path), "num_threads": no_match["num_threads"], "frames": frames,
+        "bare_invoke_fps": round(bare_fps, 1),
+        "loop_no_match": no_match["summary"] | {"efficiency": round(no_match["summary"]["fps"] / bare_fps, 3)},
+        "loop_10pct_match": ten_percent["summary"] | {"efficiency": round(ten_percent["summary"]["fps"] / bare_fps, 3)},
+        "inference_ms": {no_match["backend"]: no_match["inference_ms"]},
+    }
+    if measure_rss:
+        result["appliance_run_peak_rss_mb"] = _peak_rss_mb(base, images_dir)
+    return result
+
+
+def _split_photos(classifier, config, images_dir):
+    """Pre-scaled ``(lores, main, name)`` frames from the folder, split by whether the rule keeps them."""
+    from appliance.catalog import load_catalog
+
+    entry = load_catalog().find_by_sha256(classifier.model_sha256)
+    rule = KeepRule.from_config(config.keep, entry.keep if entry else None)
+    matching, other = [], []
+    for path in sorted(Path(images_dir).iterdir()):
+        try:
+            image = read_rgb(path)
+        except OSError:
+            continue
+        lores = scale_like_isp(image, classifier.input_size)
+        main = np.asarray(image.resize(MAIN_SIZE, Image.Resampling.BILINEAR))
+        decision = Policy(rule).decide(classifier.classify(lores), lores, 0.0)
+        (matching if decision.is_keep else other).append((lores, main, path.name))
+    return matching, other
+
+
+def _bare_fps(classifier, lores_frames, frames):
+    for i in range(_WARMUP):
+        classifier.bare_invoke(lores_frames[i % len(lores_frames)])
+    started = time.perf_counter()
+    for i in range(frames):
+        classifier.bare_invoke(lores_frames[i % len(lores_frames)])
+    return frames / (time.perf_counter() - started)
+
+
+def _loop_run(base, replay_frames):
+    with tempfile.TemporaryDirectory(prefix="appliance-bench-") as tmp:
+        config = base.replace(storage={"data_dir": f"{tmp}/data", "min_free_bytes": 0},
+                              status={"runtime_dir": f"{tmp}/run"})
+        camera = ReplayCamera.from_arrays(replay_frames, lores_size=replay_frames[0][0].shape[1::-1], loop=False)
+        with Appliance(config, camera=camera) as appliance:
+            for lores, _, _ in replay_frames[:_WARMUP]:
+                appliance.classifier.classify(lores)
+            before = _tree_state(Path(config.storage.data_dir))
+            started = time.perf_counter()
+            appliance.run()
+            appliance.writer.close()  # the loop's work includes writing what it kept
+            elapsed = time.perf_counter() - started
+            after = _tree_state(Path(config.storage.data_dir))
+            status = appliance.status()
+        return {
+            "num_threads": config.model.num_threads or os.cpu_count(),
+            "backend": status["accelerator"]["backend"],
+            "inference_ms": status["inference_ms"],
+            "summary": {"fps": round(len(replay_frames) / elapsed, 1), "kept": status["frames"]["kept"],
+                        "by_reason": status["frames"]["by_reason"],
+                        "data_dir_bytes_written": _bytes_written(before, after)},
+        }
+
+
+def _tree_state(root: Path) -> dict:
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def _bytes_written(before: dict, after: dict) -> int:
+    """Bytes of files that are new or changed (size or mtime) under the data dir."""
+    return sum(size for path, (size, mtime) in after.items() if before.get(path) != (size, mtime))
+
+
+def _peak_rss_mb(base, images_dir) -> float:
+    with tempfile.TemporaryDirectory(prefix="appliance-bench-rss-") as tmp:
+        config = base.replace(camera={"replay_dir": str(Path(images_dir).resolve())},
+                              storage={"data_dir": f"{tmp}/data", "min_free_bytes": 0},
+                              status={"runtime_dir": f"{tmp}/run"})
+        config_path = Path(tmp, "bench.toml")
+        config_path.write_text(to_toml(config))
+        process = subprocess.Popen([sys.executable, "-m", "appliance", "run", "--config", str(config_path), "--once"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(process.pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"appliance run failed: {process.stderr.read().decode()[-2000:]}")
+        process.stderr.close()
+        return round(usage.ru_maxrss / 1024, 1)
+
+
+def main_json(**kwargs) -> str:
+    return json.dumps(run_benchmark(**kwargs), indent=2)

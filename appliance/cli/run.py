@@ -1,0 +1,104 @@
+"""``appliance run`` (the loop, as the device runs it) and ``appliance demo`` (the same on a laptop)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from appliance.catalog import default_models_dir, load_catalog
+from appliance.cli import add_command
+from appliance.config import DEVICE_CONFIG_PATH, Config, load_config
+from appliance.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers):
+    run = add_command(subparsers, "run", run_command)
+    run.add_argument("--config", type=Path, default=None,
+                     help=f"the config file (default: {DEVICE_CONFIG_PATH} if it exists, else built-in defaults)")
+    run.add_argument("--once", action="store_true", help="replay camera: one pass over the folder, then exit")
+
+    demo = add_command(subparsers, "demo", demo_command)
+    demo.add_argument("--images", type=Path, default=os.environ.get("APPLIANCE_DEMO_IMAGES"),
+                      help="folder of photos to replay (default: $APPLIANCE_DEMO_IMAGES)")
+    demo.add_argument("--model", type=Path, default=None,
+                      help="model file (default: the catalog's default model in the models folder)")
+    demo.add_argument("--data", type=Path, default=None, help="where kept images go (default: a fresh temp folder)")
+    demo.add_argument("--fps", type=float, default=2.0, help="replay frame rate (default: 2; 0 = as fast as possible)")
+    demo.add_argument("--once", action="store_true", help="one pass over the folder, drain, exit")
+    demo.add_argument("--config", type=Path, default=None, help="a config file to start from (camera, model and "
+                      "data settings are then overridden by the options above)")
+
+
+def run_command(args) -> int:
+    """Run the capture → classify → keep loop until stopped (SIGTERM or Ctrl-C).
+
+    This is what appliance.service runs on the device. Live status goes to status.runtime_dir.
+
+    Example:
+        appliance run --config /boot/firmware/appliance.toml
+    """
+    path = args.config or (DEVICE_CONFIG_PATH if DEVICE_CONFIG_PATH.exists() else None)
+    config = load_config(path)
+    if args.once:
+        config = config.replace(camera={"replay_loop": False})
+    return run_appliance(config)
+
+
+def demo_command(args) -> int:
+    """Classify a folder of photos with a real model and keep only the matches, as the Pi does.
+
+    Replays the photos as camera frames (scaled like a camera's ISP scales its preview stream),
+    classifies each with the model, keeps only what the model's keep rule matches, and writes the
+    kept full-resolution JPEGs, thumbnails and a SQLite database to --data.
+
+    Example:
+        appliance demo --images ~/Pictures/birds --once
+        appliance captures --data /tmp/appliance-demo-XXXX
+    """
+    if args.images is None:
+        raise ConfigError("appliance demo", "--images", "no photo folder given",
+                          "a folder of JPEG/PNG/BMP photos (or set APPLIANCE_DEMO_IMAGES)")
+    config = load_config(args.config) if args.config else Config()
+    model = args.model or default_models_dir() / load_catalog().default.filename
+    data = args.data or Path(tempfile.mkdtemp(prefix="appliance-demo-"))
+    runtime = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / f"appliance-demo-{os.getpid()}"
+    config = config.replace(
+        camera={"backend": "replay", "replay_dir": str(args.images.resolve()), "fps": args.fps,
+                "replay_loop": not args.once},
+        model={"path": str(Path(model).resolve())},
+        storage={"data_dir": str(data.resolve())},
+        status={"runtime_dir": str(runtime)},
+    )
+    print(f"appliance demo: photos {args.images}, model {model}\n"
+          f"  kept images and database: {data}\n  live status: {runtime / 'status.json'}", file=sys.stderr)
+    code = run_appliance(config)
+    print(f"appliance demo: done. List what was kept with:\n  appliance captures --data {data}", file=sys.stderr)
+    return code
+
+
+def run_appliance(config: Config) -> int:
+    from appliance.app import Appliance  # imports the runtime and numpy: only for commands that run
+
+    with Appliance(config) as appliance:
+        def on_signal(signum, _frame):
+            log.info("%s: stopping (draining the writer, closing the database)", signal.Signals(signum).name)
+            appliance.stop()
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            appliance.run()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            appliance.close()
+        status = appliance.status()
+    frames = status["frames"]
+    log.info("stopped: %d frames, %d kept; by reason: %s", frames["seen"], frames["kept"],
+             ", ".join(f"{k} {v}" for k, v in sorted(frames["by_reason"].items())) or "none")
+    return 0

@@ -1,0 +1,312 @@
+"""The appliance's one config file: TOML in, frozen dataclasses out.
+
+Every key has a default, so an empty file is a valid config. Unknown keys, wrong types and values out
+of range are a ``ConfigError`` that names the file, the key and what is allowed. Relative paths in
+the file are taken relative to the file's own folder. Each field's metadata (``doc``, and ``choices``
+or ``min``/``max`` where they apply) drives validation, ``appliance config show`` and the README's
+config reference, so the three cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from appliance.errors import ConfigError
+
+DEVICE_CONFIG_PATH = Path("/boot/firmware/appliance.toml")
+
+
+def _key(default, doc, **rules):
+    """A config key: its default, one line of documentation, and its rules (choices, min, max)."""
+    factory = {"default_factory": lambda: default} if isinstance(default, (dict, list)) else {"default": default}
+    return field(metadata={"doc": doc, **rules}, **factory)
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    backend: str = _key("picamera2", "Where frames come from: the Pi's camera, or a folder of images replayed as frames.",
+                        choices=("picamera2", "replay"))
+    fps: float = _key(5.0, "Frames per second asked of the camera; 0 replays as fast as the model keeps up.",
+                      min=0.0, max=120.0)
+    still_size: tuple[int, int] = _key((1920, 1080), "Width and height of the kept (main stream) image, in pixels.",
+                                       min=64, max=9152)
+    replay_dir: str = _key("/var/lib/appliance/replay", "Folder of images the replay camera plays (JPEG, PNG, BMP, WebP).")
+    replay_loop: bool = _key(True, "Start again from the first image after the last one.")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str = _key("/var/lib/appliance/models/mobilenet_v2_1.0_224_inat_bird_quant.tflite",
+                     "The TFLite classifier to run (see models/catalog.toml and `appliance models list`).")
+    labels: str = _key("", "A labels file; empty takes the labels embedded in the model.")
+    num_threads: int = _key(0, "CPU threads for inference; 0 uses every core.", min=0, max=64)
+    top_k: int = _key(5, "How many of the best labels each kept record stores.", min=1, max=100)
+    accelerator: str = _key("cpu", "cpu runs on the CPU; coral requires the Edge TPU; auto uses it when it is there.",
+                            choices=("cpu", "coral", "auto"))
+    on_accelerator_missing: str = _key("fallback", "With accelerator = coral and no TPU: run on the CPU (fallback) or refuse to start (stop).",
+                                       choices=("fallback", "stop"))
+    edgetpu_path: str = _key("", "The Edge TPU build of the model; empty looks for NAME_edgetpu.tflite beside the model.")
+
+
+@dataclass(frozen=True)
+class KeepConfig:
+    labels: tuple[str, ...] | None = _key(None, "Labels to keep: exact names or glob patterns such as \"*Owl*\"; unset takes the model's catalog rule, else [\"*\"].")
+    ignore: tuple[str, ...] | None = _key(None, "Labels never kept (\"anything except\"); unset takes the model's catalog rule, else [].")
+    min_score: float | None = _key(None, "Lowest score a target label needs; unset takes the model's catalog rule, else 0.5.",
+                                   min=0.0, max=1.0)
+    min_score_by_label: dict[str, float] = _key({}, "Per-label minimum scores: {\"PATTERN\" = SCORE}; the first matching pattern wins.",
+                                                min=0.0, max=1.0)
+    confirm_frames: int = _key(1, "A label must win this many of the last confirm_window frames before it is kept.", min=1, max=100)
+    confirm_window: int = _key(1, "How many recent frames confirmation looks at.", min=1, max=100)
+    cooldown_s: float = _key(0.0, "After keeping a label, do not keep the same label again for this long.", min=0.0, max=86400.0)
+    max_per_minute: int = _key(0, "Keep at most this many frames in any minute; 0 means no cap.", min=0, max=100000)
+    duplicate_max_distance: int = _key(-1, "Skip a keep whose image hash is within this many bits (of 64) of the last keep of its label; -1 turns it off.",
+                                       min=-1, max=64)
+    motion_gate: bool = _key(False, "Skip inference on frames that barely differ from the last classified one.")
+    motion_min_change: float = _key(0.02, "Mean change (0-1) below which a frame counts as static for the motion gate.",
+                                    min=0.0, max=1.0)
+    audit_one_in: int = _key(0, "Keep 1 in this many discarded frames, marked audit, to measure misses later; 0 turns it off.",
+                             min=0, max=1000000)
+    audit_budget_bytes: int = _key(100_000_000, "Most bytes audit keeps may use on the card.", min=0, size=True)
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    data_dir: str = _key("/var/lib/appliance/data", "Where kept images and the database live.")
+    quota_bytes: int = _key(0, "Most bytes kept images may use; 0 means no quota (the free-space floor still applies).", min=0, size=True)
+    min_free_bytes: int = _key(500_000_000, "Free space to leave on the data filesystem.", min=0, size=True)
+    when_full: str = _key("stop", "At the quota or floor: stop keeping, or evict the oldest items even if not yet offloaded or synced (never starred ones).",
+                          choices=("stop", "evict-oldest"))
+    jpeg_quality: int = _key(90, "JPEG quality of kept images.", min=10, max=100)
+    thumbnail_px: int = _key(320, "Longest side of each thumbnail, in pixels.", min=32, max=2048)
+    writer_queue: int = _key(8, "Keeps waiting to be written before new keeps are dropped (and counted).", min=1, max=1000)
+
+
+@dataclass(frozen=True)
+class StatusConfig:
+    runtime_dir: str = _key("/run/appliance", "Where live status is written; a tmpfs, never the SD card.")
+    interval_s: float = _key(1.0, "How often live status is written.", min=0.1, max=60.0)
+
+
+@dataclass(frozen=True)
+class Config:
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    keep: KeepConfig = field(default_factory=KeepConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    status: StatusConfig = field(default_factory=StatusConfig)
+    source: str = field(default="<defaults>", compare=False)
+
+    def replace(self, **sections) -> Config:
+        """A copy with whole sections or single keys changed: ``replace(camera={"fps": 0})``."""
+        changed = {}
+        for name, value in sections.items():
+            current = getattr(self, name)
+            changed[name] = dataclasses.replace(current, **value) if isinstance(value, dict) else value
+        return dataclasses.replace(self, **changed)
+
+
+_SECTION_TYPES = {"camera": CameraConfig, "model": ModelConfig, "keep": KeepConfig,
+                  "storage": StorageConfig, "status": StatusConfig}
+PATH_KEYS = {("camera", "replay_dir"), ("model", "path"), ("model", "labels"), ("model", "edgetpu_path"),
+             ("storage", "data_dir"), ("status", "runtime_dir")}
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def parse_bytes(value) -> int:
+    """``"500 MB"``, ``"2GiB"``, ``"0"`` or an int → a number of bytes; ``ValueError`` otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, int):
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(value))
+    if not match or match.group(2).upper() not in _UNITS:
+        raise ValueError(value)
+    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read and check a config file; ``None`` gives the built-in defaults."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(path, None, "no such file", "a path to an existing TOML file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(path, None, f"not valid TOML ({e})") from None
+    except OSError as e:
+        raise ConfigError(path, None, f"cannot be read ({e.strerror})") from None
+    return config_from_dict(data, source=path, base_dir=path.parent)
+
+
+def config_from_dict(data: dict, source="<dict>", base_dir: Path | None = None) -> Config:
+    """Check a dict shaped like the TOML file and build a ``Config`` from it."""
+    sections = {}
+    for name, values in data.items():
+        if name not in _SECTION_TYPES:
+            raise ConfigError(source, name, "unknown section", ", ".join(f"[{s}]" for s in _SECTION_TYPES))
+        if not isinstance(values, dict):
+            raise ConfigError(source, name, "must be a table", f"[{name}] with keys under it")
+        sections[name] = _build_section(name, _SECTION_TYPES[name], values, source, base_dir)
+    return Config(**sections, source=str(source))
+
+
+def _build_section(section, cls, values, source, base_dir):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        dotted = f"{section}.{key}"
+        if key not in fields:
+            raise ConfigError(source, dotted, "unknown key", ", ".join(fields))
+        value = _check_value(dotted, fields[key], value, source)
+        if (section, key) in PATH_KEYS and value and base_dir is not None:
+            value = str((base_dir / value).resolve()) if not Path(value).is_absolute() else value
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _check_value(key, f, value, source):
+    rules = f.metadata
+    kind = typing.get_type_hints(_owner(f))[f.name]
+    allowed = describe_allowed(f)
+
+    def fail(problem):
+        raise ConfigError(source, key, problem, allowed)
+
+    if rules.get("size"):
+        try:
+            value = parse_bytes(value)
+        except ValueError:
+            fail(f"{value!r} is not a size")
+    elif kind is bool:
+        if not isinstance(value, bool):
+            fail(f"{value!r} is not true or false")
+    elif kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail(f"{value!r} is not a whole number")
+    elif kind in (float, float | None):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail(f"{value!r} is not a number")
+        value = float(value)
+    elif kind is str:
+        if not isinstance(value, str):
+            fail(f"{value!r} is not a string")
+    elif kind == tuple[int, int]:
+        if (not isinstance(value, list) or len(value) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+            fail(f"{value!r} is not [WIDTH, HEIGHT]")
+        value = tuple(value)
+    elif kind == (tuple[str, ...] | None):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            fail(f"{value!r} is not a list of strings")
+        value = tuple(value)
+    elif kind == dict[str, float]:
+        if not isinstance(value, dict):
+            fail(f"{value!r} is not a table of label = score")
+        for label, score in value.items():
+            if isinstance(score, bool) or not isinstance(score, (int, float)):
+                fail(f"{label!r} = {score!r} is not a number")
+        value = {label: float(score) for label, score in value.items()}
+    else:  # pragma: no cover - a field type this loader does not know is a programming error
+        raise TypeError(f"config field {key} has unsupported type {kind}")
+
+    if "choices" in rules and value not in rules["choices"]:
+        fail(f"{value!r} is not allowed")
+    for number in _numbers(value):
+        if "min" in rules and number < rules["min"] or "max" in rules and number > rules["max"]:
+            fail(f"{number!r} is out of range")
+    return value
+
+
+def _numbers(value):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [value]
+    if isinstance(value, tuple) and all(isinstance(v, int) for v in value):
+        return list(value)
+    if isinstance(value, dict):
+        return list(value.values())
+    return []
+
+
+def _owner(f):
+    for cls in _SECTION_TYPES.values():
+        if f in dataclasses.fields(cls):
+            return cls
+    raise LookupError(f.name)
+
+
+def describe_allowed(f) -> str:
+    """What a key accepts, in words: used in errors and in the README's reference."""
+    rules = f.metadata
+    kind = typing.get_type_hints(_owner(f))[f.name]
+    if "choices" in rules:
+        return " or ".join(f'"{c}"' for c in rules["choices"])
+    names = {bool: "true or false", int: "a whole number", str: "a string", float: "a number",
+             float | None: "a number", tuple[int, int]: "[WIDTH, HEIGHT]",
+             tuple[str, ...] | None: "a list of strings", dict[str, float]: "a table of label = score",
+             }
+    text = 'a size: bytes, or a string such as "500 MB" or "2 GiB"' if rules.get("size") else names[kind]
+    if "min" in rules and "max" in rules:
+        text += f" from {rules['min']} to {rules['max']}"
+    elif "min" in rules:
+        text += f", at least {rules['min']}"
+    return text
+
+
+def iter_keys(config: Config | None = None):
+    """Yield ``(section, field, value)`` for every key, in file order; values from ``config``."""
+    config = config or Config()
+    for section, cls in _SECTION_TYPES.items():
+        for f in dataclasses.fields(cls):
+            yield section, f, getattr(getattr(config, section), f.name)
+
+
+def to_toml(config: Config) -> str:
+    """The effective config as a commented TOML file that ``load_config`` reads back unchanged."""
+    lines = [f"# Effective appliance config (from {config.source}); every key, defaults included.", ""]
+    current = None
+    for section, f, value in iter_keys(config):
+        if section != current:
+            if current is not None:
+                lines.append("")
+            lines.append(f"[{section}]")
+            current = section
+        lines.append(f"# {f.metadata['doc']} Allowed: {describe_allowed(f)}.")
+        if value is None:
+            lines.append(f"# {f.name} = (unset)")
+        else:
+            lines.append(f"{f.name} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_value(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(type(value))
+
+
+def reference_markdown() -> str:
+    """The config reference table for the README, generated from the dataclasses."""
+    rows = ["| key | default | allowed | what it does |", "| --- | --- | --- | --- |"]
+    for section, f, value in iter_keys():
+        default = "(unset)" if value is None else _toml_value(value)
+        rows.append(f"| `{section}.{f.name}` | `{default}` | {describe_allowed(f)} | {f.metadata['doc']} |")
+    return "\n".join(rows) + "\n"

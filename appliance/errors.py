@@ -1,0 +1,47 @@
+"""The appliance's one family of errors.
+
+Every error a user can cause or meet (a bad config file, a corrupt model, a missing camera, a full
+disk) is an ``ApplianceError``. Each also inherits the builtin it resembles, so callers that only know
+Python's own exceptions still catch it. The CLI prints ``str(error)`` as one line and exits non-zero.
+"""
+
+
+class ApplianceError(Exception):
+    """Base of every error the appliance raises on purpose."""
+
+
+class ConfigError(ApplianceError, ValueError):
+    """The config file is unreadable, has an unknown key, or a value of the wrong type or range.
+
+    The message reads ``FILE: KEY: problem, allowed: …``.
+    """
+
+    def __init__(self, path, key, problem, allowed=None):
+        self.path, self.key, self.problem, self.allowed = str(path), key, problem, allowed
+        where = f"{self.path}: {key}: " if key else f"{self.path}: "
+        message = where + problem + (f", allowed: {allowed}" if allowed else "")
+        super().__init__(message)
+
+
+class ModelError(ApplianceError, ValueError):
+    """A model file is missing, corrupt, not TFLite, or does not fit the appliance."""
+
+
+class CatalogError(ApplianceError, ValueError):
+    """The models catalog is malformed, or a download or checksum failed."""
+
+
+class AcceleratorMissing(ApplianceError, RuntimeError):
+    """An accelerator (the Coral Edge TPU) was required by the config and is not there."""
+
+
+class RuntimeMissing(ApplianceError, ImportError):
+    """Neither LiteRT (``ai_edge_litert``) nor ``tflite_runtime`` can be imported."""
+
+
+class CameraError(ApplianceError, RuntimeError):
+    """The camera cannot be opened or stopped delivering frames."""
+
+
+class StorageError(ApplianceError, OSError):
+    """The data directory or database cannot be used (unwritable, corrupt, full)."""

@@ -1,0 +1,271 @@
+"""The store of kept captures: image files under ``<data>/YYYY/MM/DD/`` and one SQLite table.
+
+Rules (DESIGN.md, "Storage rules"):
+
+* A file is durable before its row exists: image and thumbnail are written atomically (temp file,
+  fsync, rename, fsync the directory), and only then is the row inserted.
+* Each kept JPEG carries its own record as JSON in a JPEG comment, so a file whose row was lost (a
+  crash between rename and insert) is indexed again at start-up with its full metadata.
+* ``reconcile()`` at start-up marks rows whose file is gone as ``missing``, re-indexes files with no
+  row, and moves anything it cannot read (and leftover temp files) to ``<data>/quarantine/`` —
+  never deleting a file silently.
+* A discarded frame never reaches the store, so it costs no writes at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlite_utils import Database
+
+from appliance.errors import StorageError
+from appliance.files import TMP_SUFFIX, atomic_write_bytes, sha256_file
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "appliance.db"
+THUMBS = "thumbs"
+QUARANTINE = "quarantine"
+METADATA_PREFIX = b"appliance:"
+
+COLUMNS = {
+    "id": int, "captured_at": str, "clock_source": str, "label": str, "score": float, "top_k": str,
+    "kind": str, "reason": str, "model_name": str, "model_sha256": str, "backend": str,
+    "inference_ms": float, "source": str, "image_path": str, "thumb_path": str, "width": int,
+    "height": int, "bytes": int, "sha256": str, "starred": int, "offloaded_at": str, "synced_at": str,
+    "missing": int,
+}
+# What a kept file's JPEG comment carries: enough to rebuild its row without the database.
+RECORD_FIELDS = ("captured_at", "clock_source", "label", "score", "top_k", "kind", "reason", "model_name",
+                 "model_sha256", "backend", "inference_ms", "source")
+
+
+@dataclass
+class ReconcileReport:
+    """What start-up reconciliation found and did."""
+
+    missing: list[int] = field(default_factory=list)
+    reindexed: list[str] = field(default_factory=list)
+    quarantined: list[str] = field(default_factory=list)
+
+    def __str__(self):
+        return (f"{len(self.missing)} rows with missing files, {len(self.reindexed)} files re-indexed, "
+                f"{len(self.quarantined)} files quarantined")
+
+
+def metadata_comment(record: dict) -> bytes:
+    """The JPEG comment that makes a kept file self-describing."""
+    return METADATA_PREFIX + json.dumps({k: record[k] for k in RECORD_FIELDS}, separators=(",", ":")).encode()
+
+
+class Store:
+    """Kept captures in ``data_dir``: files plus a WAL-mode SQLite database. Thread-safe."""
+
+    def __init__(self, data_dir: str | Path):
+        self.data_dir = Path(data_dir)
+        self._lock = threading.Lock()
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(self.data_dir / DB_NAME, check_same_thread=False, timeout=30)
+            self.db = Database(connection)
+            self.db.enable_wal()
+            self._create_schema()
+        except (OSError, sqlite3.DatabaseError) as e:
+            raise StorageError(f"{self.data_dir}: cannot open the store ({e}): check storage.data_dir "
+                               "exists, is writable, and holds a valid appliance.db") from None
+        self.used_bytes, self.audit_bytes = self._sums()
+
+    def _create_schema(self):
+        table = self.db["captures"]
+        if not table.exists():
+            table.create(COLUMNS, pk="id", not_null={"captured_at", "label", "kind", "image_path", "sha256"},
+                         defaults={"starred": 0, "missing": 0})
+            table.create_index(["captured_at"])
+            table.create_index(["label"])
+            table.create_index(["kind"])
+
+    def _sums(self):
+        row = self.db.execute(
+            "select coalesce(sum(bytes), 0), coalesce(sum(case when kind = 'audit' then bytes end), 0) "
+            "from captures where missing = 0").fetchone()
+        return int(row[0]), int(row[1])
+
+    # -- writing -------------------------------------------------------------------------------------
+
+    def add(self, record: dict, image_bytes: bytes, thumb_bytes: bytes) -> int:
+        """Write a kept image and its thumbnail durably, then insert its row; returns the row id.
+
+        ``record`` holds ``RECORD_FIELDS`` plus ``width`` and ``height``; paths, size and sha256
+        are filled in here.
+        """
+        relative = self._free_name(record["captured_at"], record["label"])
+        image_path, thumb_path = self.data_dir / relative, self.data_dir / THUMBS / relative
+        image_path.parent.mkdir(parents=True, exist_ok=True)
+        thumb_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(thumb_path, thumb_bytes)
+        atomic_write_bytes(image_path, image_bytes)
+        row = dict(record, image_path=str(relative), thumb_path=str(Path(THUMBS) / relative),
+                   bytes=len(image_bytes), sha256=hashlib.sha256(image_bytes).hexdigest())
+        return self._insert(row)
+
+    def _insert(self, row: dict) -> int:
+        with self._lock:
+            with self.db.conn:
+                row_id = self.db["captures"].insert(row).last_pk
+            self.used_bytes += row["bytes"]
+            if row["kind"] == "audit":
+                self.audit_bytes += row["bytes"]
+        return row_id
+
+    def _free_name(self, captured_at: str, label: str) -> Path:
+        """``YYYY/MM/DD/HHMMSS.mmm_label.jpg`` (UTC), made unique if two keeps share a millisecond."""
+        day, clock = captured_at[:10], captured_at[11:23].replace(":", "")
+        stem = f"{clock}_{slug(label)}"
+        folder = Path(*day.split("-"))
+        candidate, n = folder / f"{stem}.jpg", 1
+        while (self.data_dir / candidate).exists():
+            candidate, n = folder / f"{stem}_{n}.jpg", n + 1
+        return candidate
+
+    def delete(self, ids) -> int:
+        """Delete captures' files and rows; returns the bytes freed."""
+        freed = 0
+        for row in self.rows_by_id(ids):
+            for relative in (row["image_path"], row["thumb_path"]):
+                if relative:
+                    (self.data_dir / relative).unlink(missing_ok=True)
+            with self._lock:
+                with self.db.conn:
+                    self.db["captures"].delete(row["id"])
+                if not row["missing"]:
+                    self.used_bytes -= row["bytes"]
+                    self.audit_bytes -= row["bytes"] if row["kind"] == "audit" else 0
+            freed += row["bytes"]
+        return freed
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    def rows(self, where: str = "", params=(), order: str = "id"):
+        with self._lock:
+            return list(self.db["captures"].rows_where(where or None, params, order_by=order))
+
+    def rows_by_id(self, ids):
+        ids = list(ids)
+        if not ids:
+            return []
+        return self.rows(f"id in ({', '.join('?' * len(ids))})", ids)
+
+    def count(self) -> int:
+        with self._lock:
+            return self.db["captures"].count
+
+    def retention_candidates(self):
+        """Captures oldest first as ``(id, bytes, is_starred, is_taken_off)``, for retention to choose from."""
+        with self._lock:
+            cursor = self.db.execute(
+                "select id, bytes, starred, (offloaded_at is not null or synced_at is not null) "
+                "from captures where missing = 0 order by captured_at, id")
+            rows = cursor.fetchall()
+        return [(i, b, bool(s), bool(t)) for i, b, s, t in rows]
+
+    def free_bytes(self) -> int:
+        stats = os.statvfs(self.data_dir)
+        return stats.f_bavail * stats.f_frsize
+
+    # -- start-up ------------------------------------------------------------------------------------
+
+    def reconcile(self, thumbnail=None) -> ReconcileReport:
+        """Bring rows and files back into step after a crash or a card edited elsewhere.
+
+        ``thumbnail(image_path) -> bytes`` rebuilds a missing thumbnail for a re-indexed file.
+        """
+        report = ReconcileReport()
+        known = {}
+        for row in self.rows():
+            known[row["image_path"]] = row
+            is_missing = not (self.data_dir / row["image_path"]).is_file()
+            if is_missing != bool(row["missing"]):
+                with self._lock, self.db.conn:
+                    self.db["captures"].update(row["id"], {"missing": int(is_missing)})
+            if is_missing:
+                report.missing.append(row["id"])
+        for path in self._kept_files():
+            relative = str(path.relative_to(self.data_dir))
+            if path.name.endswith(TMP_SUFFIX):
+                self._quarantine(path, report, "an unfinished write")
+            elif relative not in known:
+                self._reindex(path, relative, thumbnail, report)
+        self.used_bytes, self.audit_bytes = self._sums()
+        # Settle start-up's own writes into the database file now, so a run that keeps nothing leaves
+        # it untouched even at shutdown (closing would otherwise checkpoint them then).
+        with self._lock:
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if report.missing or report.reindexed or report.quarantined:
+            log.warning("store %s reconciled: %s", self.data_dir, report)
+        return report
+
+    def _kept_files(self):
+        for top in sorted(self.data_dir.iterdir()):
+            if top.is_dir() and (top.name.isdigit() or top.name == THUMBS):
+                for folder, _, names in os.walk(top):
+                    for name in sorted(names):
+                        path = Path(folder) / name
+                        if top.name != THUMBS or name.endswith(TMP_SUFFIX):
+                            yield path
+
+    def _reindex(self, path, relative, thumbnail, report):
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as image:
+                image.load()  # a truncated file fails here
+                width, height = image.size
+                comment = image.info.get("comment", b"")
+            if not comment.startswith(METADATA_PREFIX):
+                raise ValueError("no appliance metadata")
+            record = json.loads(comment[len(METADATA_PREFIX):])
+            thumb_path = self.data_dir / THUMBS / relative
+            if not thumb_path.is_file() and thumbnail is not None:
+                thumb_path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(thumb_path, thumbnail(path))
+        except (OSError, UnidentifiedImageError, ValueError, KeyError) as e:
+            self._quarantine(path, report, f"unreadable ({e})")
+            return
+        size = path.stat().st_size
+        self._insert(dict({k: record[k] for k in RECORD_FIELDS}, image_path=relative,
+                          thumb_path=str(Path(THUMBS) / relative), width=width, height=height,
+                          bytes=size, sha256=sha256_file(path)))
+        report.reindexed.append(relative)
+        log.warning("re-indexed %s: its file was complete but its row was missing", relative)
+
+    def _quarantine(self, path, report, why):
+        target = self.data_dir / QUARANTINE / path.relative_to(self.data_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(path, target)
+        report.quarantined.append(str(target.relative_to(self.data_dir)))
+        log.warning("quarantined %s: %s", target, why)
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.conn.close()
+
+
+def slug(label: str, limit: int = 40) -> str:
+    """A file-name-safe short form of a label: ``"Ara macao (Scarlet Macaw)"`` → ``"ara-macao-scarlet-macaw"``."""
+    out, dash = [], False
+    for ch in label.lower():
+        if ch.isascii() and ch.isalnum():
+            out.append(ch)
+            dash = False
+        elif not dash and out:
+            out.append("-")
+            dash = True
+    return "".join(out).strip("-")[:limit].strip("-") or "unlabelled"

@@ -1,0 +1,301 @@
+"""The models catalog: the real catalog against the real model files, and fetch/verify on real folders.
+
+Downloads go to a real HTTP server on 127.0.0.1 serving ../shared/models/coral; nothing here touches
+the internet.
+"""
+
+import functools
+import http.server
+import shutil
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+from ai_edge_litert.interpreter import Interpreter
+
+from appliance import catalog
+from appliance.catalog import (Catalog, KeepDefaults, default_catalog_path, default_models_dir, fetch,
+                               load_catalog, verify)
+from appliance.errors import CatalogError
+from appliance.files import sha256_file
+
+CORAL = Path(__file__).resolve().parents[2] / "shared/models/coral"
+REPO = Path(__file__).resolve().parents[1]
+TINY = "mobilenet_v1_0.25_128_quant.tflite"
+TINY_SHA = "cb273c23ee76374b05b9583177e28aa19744858a7679c56a250e83d0333da785"
+TINY_TPU = "mobilenet_v1_0.25_128_quant_edgetpu.tflite"
+TINY_TPU_SHA = "a4cb1e493346542248687939fbd7421ab92d74c58b1f0a0018b8f1bdddfcef7e"
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Serves CORAL; /broken/* answers 500, /truncated/* sends half a file and hangs up."""
+
+    def do_GET(self):
+        name = self.path.rsplit("/", 1)[-1]
+        if self.path.startswith("/broken/"):
+            self.send_error(500, "Internal Server Error")
+        elif self.path.startswith("/truncated/"):
+            data = (CORAL / name).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.close_connection = True
+        else:
+            super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(CORAL)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def write_catalog(path, url_base, sha256=TINY_SHA, edgetpu=True):
+    """A one-model catalog whose URLs point at ``url_base``."""
+    text = f'''
+default = "tiny"
+[[models]]
+name = "tiny"
+filename = "{TINY}"
+url = "{url_base}/{TINY}"
+sha256 = "{sha256}"
+input_size = [128, 128]
+licence = "Apache-2.0"
+labels_description = "ImageNet"
+keep = {{ labels = ["*"], ignore = ["background"], min_score = 0.5 }}
+'''
+    if edgetpu:
+        text += f'''[models.edgetpu]
+filename = "{TINY_TPU}"
+url = "{url_base}/{TINY_TPU}"
+sha256 = "{TINY_TPU_SHA}"
+'''
+    path.write_text(text)
+    return load_catalog(path)
+
+
+def test_the_default_catalog_is_the_repositorys_models_catalog():
+    assert default_catalog_path() == REPO / "models/catalog.toml"
+    assert load_catalog().source == str(REPO / "models/catalog.toml")
+
+
+def test_the_default_model_is_the_inat_bird_model():
+    assert load_catalog().default.filename == "mobilenet_v2_1.0_224_inat_bird_quant.tflite"
+
+
+def test_every_catalog_sha256_matches_the_shared_model_file():
+    checked = 0
+    for entry in load_catalog().entries:
+        for file in entry.files(edgetpu=True):
+            assert sha256_file(CORAL / file.filename) == file.sha256, file.filename
+            assert file.url == f"https://github.com/google-coral/test_data/raw/master/{file.filename}"
+            checked += 1
+    assert checked == 6  # five models and the one pinned Edge TPU build
+
+
+def test_every_catalog_input_size_matches_the_models_input_tensor():
+    for entry in load_catalog().entries:
+        _, height, width, _ = Interpreter(model_path=str(CORAL / entry.filename)).get_input_details()[0]["shape"]
+        assert entry.input_size == (width, height), entry.name
+
+
+def test_the_inat_models_keep_anything_but_background_at_half_confidence():
+    known = load_catalog()
+    for name in ("inat-bird", "inat-insect"):
+        assert known.get(name).keep == KeepDefaults(labels=("*",), ignore=("background",), min_score=0.5)
+        assert known.get(name).licence == "Apache-2.0"
+
+
+def test_asking_for_an_unknown_model_lists_the_known_names():
+    with pytest.raises(CatalogError, match=r"no model named 'narwhal', known: inat-bird, inat-insect, imagenet"):
+        load_catalog().get("narwhal")
+
+
+def test_a_model_file_is_recognised_by_its_sha256_and_an_edgetpu_build_by_its_own():
+    known = load_catalog()
+    assert known.find_by_sha256(sha256_file(CORAL / "mobilenet_v2_1.0_224_inat_bird_quant.tflite")).name == "inat-bird"
+    assert known.find_by_sha256(TINY_SHA.upper()).name == "imagenet-tiny"
+    assert known.find_by_sha256(TINY_TPU_SHA) is None
+    assert known.find_by_edgetpu_sha256(TINY_TPU_SHA).name == "imagenet-tiny"
+    assert known.find_by_edgetpu_sha256(TINY_SHA) is None
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ('default = "tiny"', 'default = "nope"', r"default: 'nope' is not a model here, allowed: tiny"),
+    ('sha256 = "', 'sha256 = "xyz', r"models\[0\] \(tiny\): sha256: 'xyz.*' is not 64 lowercase hex digits"),
+    ("licence =", "licenses =", r"models\[0\] \(tiny\): unknown key 'licenses', allowed: name, filename"),
+    ("[128, 128]", "[128]", r"models\[0\] \(tiny\): input_size: \[128\] is not \[width, height\] in pixels"),
+    ("min_score = 0.5", "min_score = 2", r"models\[0\] \(tiny\): keep: min_score: 2 is not a number from 0 to 1"),
+    ('labels_description = "ImageNet"', "", r"models\[0\] \(tiny\): missing key 'labels_description'"),
+    ('name = "tiny"', 'name = "all"', r"models\[0\] \(all\): name: 'all' is not lowercase letters"),
+    (f'filename = "{TINY_TPU}"', 'filename = "../x.tflite"',
+     r"models\[0\] \(tiny\): edgetpu: filename: '../x.tflite' is not a NAME.tflite file name"),
+])
+def test_a_malformed_catalog_is_an_error_naming_the_file_and_the_entry(tmp_path, old, new, message):
+    path = tmp_path / "catalog.toml"
+    write_catalog(path, "http://example.invalid")
+    path.write_text(path.read_text().replace(old, new, 1))
+    with pytest.raises(CatalogError, match=rf"^{path}: {message}"):
+        load_catalog(path)
+
+
+def test_two_entries_with_one_name_are_an_error(tmp_path):
+    path = tmp_path / "catalog.toml"
+    write_catalog(path, "http://example.invalid", edgetpu=False)
+    text = path.read_text()
+    path.write_text(text + text[text.index("[[models]]"):].replace(TINY, "other.tflite"))
+    with pytest.raises(CatalogError, match=r"models: name 'tiny' is used by two entries"):
+        load_catalog(path)
+
+
+def test_a_catalog_that_is_not_toml_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "catalog.toml"
+    path.write_text("default = \n")
+    with pytest.raises(CatalogError, match=rf"^{path}: not valid TOML"):
+        load_catalog(path)
+
+
+def test_a_missing_catalog_is_an_error_naming_it(tmp_path):
+    with pytest.raises(CatalogError, match=r"absent\.toml: the catalog cannot be read"):
+        load_catalog(tmp_path / "absent.toml")
+
+
+def test_the_models_dir_is_the_environment_variable_when_set(tmp_path):
+    env = {"APPLIANCE_MODELS_DIR": str(tmp_path / "mine"), "XDG_DATA_HOME": "/xdg"}
+    assert default_models_dir(env, device_dir=tmp_path) == tmp_path / "mine"
+
+
+def test_the_models_dir_is_the_devices_folder_when_it_exists(tmp_path):
+    assert default_models_dir({"XDG_DATA_HOME": "/xdg"}, device_dir=tmp_path) == tmp_path
+
+
+def test_the_models_dir_falls_back_to_the_users_data_folder(tmp_path):
+    absent = tmp_path / "absent"
+    assert default_models_dir({"XDG_DATA_HOME": "/xdg"}, absent) == Path("/xdg/appliance/models")
+    assert default_models_dir({"HOME": "/home/pi"}, absent) == Path("/home/pi/.local/share/appliance/models")
+    assert default_models_dir({"HOME": "/home/pi", "XDG_DATA_HOME": "relative"}, absent) == \
+        Path("/home/pi/.local/share/appliance/models")
+
+
+def test_a_download_is_installed_with_progress_when_its_sha256_matches(tmp_path, server):
+    tiny = write_catalog(tmp_path / "catalog.toml", server).get("tiny")
+    calls = []
+    results = fetch(tiny, tmp_path / "models", progress=lambda *a: calls.append(a))
+    installed = tmp_path / "models" / TINY
+    assert [(r.path, r.was_present) for r in results] == [(installed, False)]
+    assert sha256_file(installed) == TINY_SHA
+    size = (CORAL / TINY).stat().st_size
+    assert calls[-1] == (TINY, size, size)
+    assert all(done <= size and total == size for _, done, total in calls)
+
+
+def test_the_edgetpu_build_is_downloaded_too_when_asked(tmp_path, server):
+    tiny = write_catalog(tmp_path / "catalog.toml", server).get("tiny")
+    results = fetch(tiny, tmp_path, edgetpu=True)
+    assert [r.path.name for r in results] == [TINY, TINY_TPU]
+    assert sha256_file(tmp_path / TINY_TPU) == TINY_TPU_SHA
+
+
+def test_a_file_already_present_with_the_right_sha256_is_skipped(tmp_path, server):
+    tiny = write_catalog(tmp_path / "catalog.toml", server).get("tiny")
+    fetch(tiny, tmp_path)
+    before = (tmp_path / TINY).stat().st_ino
+    assert [r.was_present for r in fetch(tiny, tmp_path)] == [True]
+    assert (tmp_path / TINY).stat().st_ino == before
+
+
+def test_a_present_file_with_the_wrong_sha256_is_replaced(tmp_path, server):
+    tiny = write_catalog(tmp_path / "catalog.toml", server).get("tiny")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / TINY).write_bytes(b"corrupt")
+    assert [r.was_present for r in fetch(tiny, tmp_path / "models")] == [False]
+    assert sha256_file(tmp_path / "models" / TINY) == TINY_SHA
+
+
+def test_a_download_with_the_wrong_sha256_installs_nothing_and_says_expected_and_got(tmp_path, server):
+    wrong = "0" * 64
+    tiny = write_catalog(tmp_path / "catalog.toml", server, sha256=wrong).get("tiny")
+    models = tmp_path / "models"
+    with pytest.raises(CatalogError) as caught:
+        fetch(tiny, models)
+    assert str(caught.value) == (f"{server}/{TINY}: sha256 mismatch for {TINY}: expected {wrong}, "
+                                 f"got {TINY_SHA}; nothing was installed")
+    assert list(models.iterdir()) == []  # neither the model nor a temporary file
+
+
+def test_a_server_error_is_a_clear_error_and_installs_nothing(tmp_path, server):
+    tiny = write_catalog(tmp_path / "catalog.toml", f"{server}/broken").get("tiny")
+    with pytest.raises(CatalogError, match=rf"^{server}/broken/{TINY}: download failed: HTTP 500"):
+        fetch(tiny, tmp_path / "models")
+    assert not (tmp_path / "models").exists() or list((tmp_path / "models").iterdir()) == []
+
+
+def test_a_truncated_download_is_a_clear_error_and_leaves_no_temporary_file(tmp_path, server):
+    tiny = write_catalog(tmp_path / "catalog.toml", f"{server}/truncated").get("tiny")
+    size = (CORAL / TINY).stat().st_size
+    with pytest.raises(CatalogError, match=rf"truncated: got {size // 2} of {size} bytes; nothing was installed"):
+        fetch(tiny, tmp_path / "models")
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+def test_a_server_that_is_not_there_is_a_clear_error_that_suggests_from_dir(tmp_path):
+    with socket.socket() as s:  # a port that nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tiny = write_catalog(tmp_path / "catalog.toml", f"http://127.0.0.1:{port}").get("tiny")
+    with pytest.raises(CatalogError, match=r"cannot download \(.*refused.*\); .* --from DIR"):
+        fetch(tiny, tmp_path / "models")
+
+
+def test_fetch_from_a_folder_copies_and_checks_both_builds(tmp_path):
+    tiny = load_catalog().get("imagenet-tiny")
+    results = fetch(tiny, tmp_path, from_dir=CORAL, edgetpu=True)
+    assert [(r.path.name, r.was_present) for r in results] == [(TINY, False), (TINY_TPU, False)]
+    assert sha256_file(tmp_path / TINY) == TINY_SHA and sha256_file(tmp_path / TINY_TPU) == TINY_TPU_SHA
+
+
+def test_fetch_from_a_folder_with_a_corrupt_copy_installs_nothing(tmp_path):
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    data = bytearray((CORAL / TINY).read_bytes())
+    data[1000] ^= 0xFF
+    (usb / TINY).write_bytes(bytes(data))
+    with pytest.raises(CatalogError, match=rf"^{usb / TINY}: sha256 mismatch for {TINY}: expected {TINY_SHA}, got "):
+        fetch(load_catalog().get("imagenet-tiny"), tmp_path / "models", from_dir=usb)
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+def test_fetch_from_a_folder_without_the_file_names_what_is_missing(tmp_path):
+    with pytest.raises(CatalogError, match=rf"{tmp_path / TINY}: cannot copy {TINY} from here"):
+        fetch(load_catalog().get("imagenet-tiny"), tmp_path / "models", from_dir=tmp_path)
+
+
+def test_verify_reports_ok_mismatch_and_missing(tmp_path):
+    shutil.copy(CORAL / TINY, tmp_path)
+    shutil.copy(CORAL / "mobilenet_v2_1.0_224_quant.tflite", tmp_path)
+    with open(tmp_path / "mobilenet_v2_1.0_224_quant.tflite", "r+b") as f:
+        f.seek(5000)
+        f.write(b"\0\0\0\0")
+    results = {r.file.filename: r for r in verify(tmp_path)}
+    assert results[TINY].status == catalog.OK
+    assert results["mobilenet_v2_1.0_224_quant.tflite"].status == catalog.MISMATCH
+    assert results["mobilenet_v2_1.0_224_quant.tflite"].actual_sha256 == \
+        sha256_file(tmp_path / "mobilenet_v2_1.0_224_quant.tflite")
+    assert results[TINY_TPU].status == catalog.MISSING
+    assert results["mobilenet_v2_1.0_224_inat_bird_quant.tflite"].status == catalog.MISSING
+    assert len(results) == 6
+
+
+def test_verify_uses_the_catalog_it_is_given(tmp_path):
+    mine = write_catalog(tmp_path / "catalog.toml", "http://example.invalid", edgetpu=False)
+    assert isinstance(mine, Catalog)
+    assert [(r.entry.name, r.status) for r in verify(tmp_path, mine)] == [("tiny", catalog.MISSING)]

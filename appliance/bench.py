@@ -105,7 +105,7 @@ def _loop_run(base, replay_frames):
             after = _tree_state(Path(config.storage.data_dir))
             status = appliance.status()
         return {
-            "num_threads": config.model.num_threads or os.cpu_count(),
+            "num_threads": appliance.classifier.num_threads,
             "backend": status["accelerator"]["backend"],
             "inference_ms": status["inference_ms"],
             "summary": {"fps": round(len(replay_frames) / elapsed, 1), "kept": status["frames"]["kept"],
@@ -130,13 +130,23 @@ def _peak_rss_mb(base, images_dir) -> float:
                               status={"runtime_dir": f"{tmp}/run"})
         config_path = Path(tmp, "bench.toml")
         config_path.write_text(to_toml(config))
-        process = subprocess.Popen([sys.executable, "-m", "appliance", "run", "--config", str(config_path), "--once"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _, status, usage = os.wait4(process.pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeError(f"appliance run failed: {process.stderr.read().decode()[-2000:]}")
-        process.stderr.close()
-        return round(usage.ru_maxrss / 1024, 1)
+        # Linux keeps a process's ru_maxrss across exec, so a child forked from this (large) process
+        # would report our peak, not its own: fork it from a small launcher instead.
+        command = [sys.executable, "-m", "appliance", "run", "--config", str(config_path), "--once"]
+        result = subprocess.run([sys.executable, "-c", _RSS_LAUNCHER, *command], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"appliance run failed: {result.stderr[-2000:]}")
+        return round(int(result.stdout) / 1024, 1)
+
+
+_RSS_LAUNCHER = """
+import os, subprocess, sys
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+_, status, usage = os.wait4(child.pid, 0)
+if os.waitstatus_to_exitcode(status):
+    sys.exit(child.stderr.read().decode()[-2000:])
+print(usage.ru_maxrss)
+"""
 
 
 def main_json(**kwargs) -> str:

@@ -73,6 +73,7 @@ class Classifier:
         self.accelerator = accelerator
         self.runtime = runtime
         self.top_k = top_k
+        self.num_threads = None  # set by open(); None when built around an interpreter made elsewhere
         self._input = interpreter.get_input_details()[0]
         self._output = interpreter.get_output_details()[0]
         _, height, width, channels = self._input["shape"]
@@ -96,10 +97,12 @@ class Classifier:
                              "or set model.path")
         runtime = import_runtime()
         labels = load_labels(path, model_config.labels or None)
-        threads = model_config.num_threads or os.cpu_count() or 1
+        threads = model_config.num_threads or default_threads()
         interpreter, accelerator = _open_interpreter(runtime, model_config, path, threads)
-        return cls(interpreter, labels, path, sha256_file(path), accelerator, runtime_name(runtime),
-                   top_k=model_config.top_k)
+        classifier = cls(interpreter, labels, path, sha256_file(path), accelerator, runtime_name(runtime),
+                         top_k=model_config.top_k)
+        classifier.num_threads = threads
+        return classifier
 
     @property
     def backend(self) -> str:
@@ -124,6 +127,13 @@ class Classifier:
         """Only set the input and invoke: the yardstick the benchmark measures the loop against."""
         self.interpreter.set_tensor(self._input["index"], lores[np.newaxis])
         self.interpreter.invoke()
+
+
+def default_threads() -> int:
+    """Every core but one: the runtime splits each invoke() across its threads and waits for the
+    slowest, so a core shared with capture and JPEG encoding stalls every inference (measured by
+    ``appliance bench``: see the README's performance section)."""
+    return max(1, (os.cpu_count() or 1) - 1)
 
 
 def _input_lut(details):

@@ -44,7 +44,7 @@ class ModelConfig:
     path: str = _key("/var/lib/appliance/models/mobilenet_v2_1.0_224_inat_bird_quant.tflite",
                      "The TFLite classifier to run (see models/catalog.toml and `appliance models list`).")
     labels: str = _key("", "A labels file; empty takes the labels embedded in the model.")
-    num_threads: int = _key(0, "CPU threads for inference; 0 uses every core.", min=0, max=64)
+    num_threads: int = _key(0, "CPU threads for inference; 0 uses every core but one, which is left for capture and writing.", min=0, max=64)
     top_k: int = _key(5, "How many of the best labels each kept record stores.", min=1, max=100)
     accelerator: str = _key("cpu", "cpu runs on the CPU; coral requires the Edge TPU; auto uses it when it is there.",
                             choices=("cpu", "coral", "auto"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import queue
 import threading
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from appliance.store import Store, metadata_comment
 log = logging.getLogger(__name__)
 
 _STOP = object()
+WRITER_NICE = 10
 
 
 @dataclass(frozen=True)
@@ -51,9 +53,11 @@ def encode_jpeg(image: Image.Image, quality: int, comment: bytes = b"") -> bytes
 
 
 def make_thumbnail(image: Image.Image, longest_px: int) -> bytes:
-    thumb = image.copy()
-    thumb.thumbnail((longest_px, longest_px), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return encode_jpeg(thumb, quality=80)
+    scale = min(1.0, longest_px / max(image.size))
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    # resize() with a reducing gap first shrinks by whole factors (cheap), then filters the rest;
+    # unlike Image.thumbnail() it needs no copy of the full-resolution frame.
+    return encode_jpeg(image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0), quality=80)
 
 
 def thumbnail_of_file(path, longest_px: int = 320) -> bytes:
@@ -97,6 +101,12 @@ class Writer:
             self._thread.join()
 
     def _run(self) -> None:
+        # Below the loop's priority: when the CPU is short, classifying the next frame matters more
+        # than encoding this one; the bounded queue (and its counted drops) absorbs the difference.
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICE)
+        except (AttributeError, OSError):
+            pass  # not Linux, or not permitted: run at the loop's priority
         while (job := self._queue.get()) is not _STOP:
             try:
                 self.write(job)
@@ -125,6 +135,7 @@ class Writer:
         if not self._make_room(len(image_bytes)):
             return None
         row_id = self.store.add(record, image_bytes, thumb_bytes)
+        log.info("kept %s %.2f (%s) from %s", record["label"], record["score"], record["kind"], record["source"])
         self.kept += 1
         self.last_keep = dict(record, id=row_id)
         return row_id

@@ -116,8 +116,8 @@ class ReplayCamera(Camera):
                 yield Frame(lores=lores, main=main, timestamp_s=time.monotonic(),
                             captured_at_s=time.time(), source=name)
             if not played:
-                raise CameraError(f"the replay camera found no readable images among {len(self.files)} files "
-                                  f"(skipped: {', '.join(self.skipped[:5])})")
+                raise CameraError(f"the replay camera found no readable images among {len(self.skipped)} files "
+                                  f"(skipped: {', '.join(self.skipped[:5])}): put photos in camera.replay_dir")
             if not self.loop:
                 return
 

@@ -78,7 +78,8 @@ def demo_command(args) -> int:
     print(f"appliance demo: photos {args.images}, model {model}\n"
           f"  kept images and database: {data}\n  live status: {runtime / 'status.json'}", file=sys.stderr)
     code = run_appliance(config)
-    print(f"appliance demo: done. List what was kept with:\n  appliance captures --data {data}", file=sys.stderr)
+    print(f"appliance demo: done. List what was kept with:\n  {Path(sys.argv[0]).name} captures --data {data}",
+          file=sys.stderr)
     return code
 
 

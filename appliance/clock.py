@@ -7,7 +7,7 @@ a capture time is only as good as its source, so each record says which it was.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 from pathlib import Path
 
 _TIME_ERROR = 5  # adjtimex(2): the kernel's clock is not synchronised
@@ -23,10 +23,18 @@ def clock_source() -> str:
     return "unsynced"
 
 
-def _kernel_clock_is_synchronised() -> bool:
+@functools.cache
+def _adjtimex():
+    """libc's adjtimex, looked up once (the process's own symbols include libc); None if absent."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        state = libc.adjtimex(ctypes.create_string_buffer(_TIMEX_BYTES))
+        return ctypes.CDLL(None, use_errno=True).adjtimex
     except (OSError, AttributeError):
+        return None
+
+
+def _kernel_clock_is_synchronised() -> bool:
+    adjtimex = _adjtimex()
+    if adjtimex is None:
         return False
+    state = adjtimex(ctypes.create_string_buffer(_TIMEX_BYTES))  # all-zero modes: read only
     return state >= 0 and state != _TIME_ERROR

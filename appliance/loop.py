@@ -88,7 +88,7 @@ class Loop:
             frame.release()
 
     def _keep(self, frame, decision, classification):
-        if self.writer.is_full:
+        if not self.writer.accepts_keeps(time.monotonic()):
             # Known full: do not copy the image only to have the writer refuse it.
             self.stats.counts["storage-full"] += 1
             return

@@ -13,6 +13,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 
 _STOP = object()
 WRITER_NICE = 10
+# While storage is full the loop offers a keep this often, so keeping resumes by itself once images
+# are offloaded, synced or deleted, without the writer checking retention for every frame.
+FULL_RECHECK_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,7 @@ class Writer:
         self.kept = 0
         self.last_keep: dict | None = None
         self.is_full = False
+        self._refused_at_s = float("-inf")
         self._queue: queue.Queue = queue.Queue(maxsize=storage_config.writer_queue)
         self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
 
@@ -89,6 +94,10 @@ class Writer:
             return True
         except queue.Full:
             return False
+
+    def accepts_keeps(self, now_s: float) -> bool:
+        """False while storage is known to be full, except once every ``FULL_RECHECK_S``."""
+        return not self.is_full or now_s - self._refused_at_s >= FULL_RECHECK_S
 
     @property
     def backlog(self) -> int:
@@ -151,6 +160,7 @@ class Writer:
                 log.warning("storage full (%d bytes must be freed and nothing may be evicted): keeping "
                             "stopped until images are offloaded, synced or deleted", need)
             self.is_full = True
+            self._refused_at_s = time.monotonic()
             return False
         if plan.evict_ids:
             freed = self.store.delete(plan.evict_ids)

@@ -11,7 +11,7 @@ from appliance.config import StorageConfig
 from appliance.frames import ArrayImage, Classification, Keep
 from appliance.retention import Plan, bytes_needed, plan_eviction, storage_level
 from appliance.store import Store
-from appliance.writer import KeepJob, ModelInfo, Writer
+from appliance.writer import FULL_RECHECK_S, KeepJob, ModelInfo, Writer
 
 # candidates: (id, bytes, is_starred, is_taken_off), oldest first
 OLDEST_FIRST = [(1, 100, False, True), (2, 100, True, True), (3, 100, False, False), (4, 100, False, True)]
@@ -100,3 +100,12 @@ def test_keeping_resumes_once_room_is_made(store):
     assert writer.write(job(10, 10)) is None and writer.is_full
     store.delete([ids[0]])
     assert writer.write(job(11, 11)) is not None and not writer.is_full
+
+
+def test_a_full_writer_refuses_keeps_but_is_offered_one_again_every_recheck_period(store):
+    writer, _ = fill(store, "stop")
+    assert writer.accepts_keeps(now_s=0.0)
+    assert writer.write(job(10, 10)) is None
+    refused_at_s = writer._refused_at_s
+    assert not writer.accepts_keeps(refused_at_s + 1.0)
+    assert writer.accepts_keeps(refused_at_s + FULL_RECHECK_S)

@@ -71,8 +71,7 @@ def models_fetch(args) -> int:
     """Fetch a model from its canonical URL, or copy it with --from; install it only if its sha256 matches.
 
     NAME is a model's name from `appliance models list`, `default` (the model a fresh appliance
-    runs), or `all`. A file already in the models
-    folder with the right sha256 is left alone. With no network, copy the .tflite files to a USB
+    runs), or `all`. A file already in the models folder with the right sha256 is left alone. With no network, copy the .tflite files to a USB
     stick on another computer and use --from.
 
     Example:

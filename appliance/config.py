@@ -94,12 +94,21 @@ class StatusConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    host: str = _key("0.0.0.0", "Address the review page listens on; 0.0.0.0 is every network interface.")
+    port: int = _key(80, "Port of the review page (80 on the device, so http://HOSTNAME.local/ works).", min=1, max=65535)
+    password: str = _key("", "Password for the page and the sync API, in clear text: at first start it is hashed into password_hash and removed from this file.")
+    password_hash: str = _key("", "The password's salted hash, written by the appliance; leave it empty and set password instead.")
+
+
+@dataclass(frozen=True)
 class Config:
     camera: CameraConfig = field(default_factory=CameraConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     keep: KeepConfig = field(default_factory=KeepConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     source: str = field(default="<defaults>", compare=False)
 
     def replace(self, **sections) -> Config:
@@ -112,7 +121,7 @@ class Config:
 
 
 _SECTION_TYPES = {"camera": CameraConfig, "model": ModelConfig, "keep": KeepConfig,
-                  "storage": StorageConfig, "status": StatusConfig}
+                  "storage": StorageConfig, "status": StatusConfig, "web": WebConfig}
 PATH_KEYS = {("camera", "replay_dir"), ("model", "path"), ("model", "labels"), ("model", "edgetpu_path"),
              ("storage", "data_dir"), ("status", "runtime_dir")}
 

@@ -41,7 +41,7 @@ COLUMNS = {
     "kind": str, "reason": str, "model_name": str, "model_sha256": str, "backend": str,
     "inference_ms": float, "source": str, "image_path": str, "thumb_path": str, "width": int,
     "height": int, "bytes": int, "sha256": str, "starred": int, "offloaded_at": str, "synced_at": str,
-    "missing": int,
+    "missing": int, "corrected_label": str,
 }
 # What a kept file's JPEG comment carries: enough to rebuild its row without the database.
 RECORD_FIELDS = ("captured_at", "clock_source", "label", "score", "top_k", "kind", "reason", "model_name",
@@ -88,9 +88,13 @@ class Store:
         if not table.exists():
             table.create(COLUMNS, pk="id", not_null={"captured_at", "label", "kind", "image_path", "sha256"},
                          defaults={"starred": 0, "missing": 0})
-            table.create_index(["captured_at"])
-            table.create_index(["label"])
-            table.create_index(["kind"])
+        for column, kind in COLUMNS.items():  # a database from an older appliance gains new columns
+            if column not in table.columns_dict:
+                table.add_column(column, kind)
+        # Newest-first keyset pagination, alone or by effective label (a correction wins).
+        self.db.execute("create index if not exists captures_newest on captures(captured_at, id)")
+        self.db.execute("create index if not exists captures_label_newest on "
+                        "captures(coalesce(corrected_label, label), captured_at, id)")
 
     def _sums(self):
         row = self.db.execute(

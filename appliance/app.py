@@ -1,5 +1,6 @@
-"""The composition root: builds config → classifier → policy → store → camera → writer → loop, in
-that order, and closes them in reverse. Nothing else in the package constructs backends.
+"""The composition root: builds config → classifier → policy → store → camera → writer → loop →
+control channel, in that order, and closes them in reverse. Nothing else in the package constructs
+backends.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from appliance.cameras import open_camera
 from appliance.catalog import load_catalog
 from appliance.classifier import Classifier
 from appliance.config import Config
+from appliance.control import CONTROL_SOCKET, ControlServer
+from appliance.errors import ApplianceError
 from appliance.loop import Loop
 from appliance.policy import KeepRule, Policy
 from appliance.sdnotify import Notifier
@@ -26,11 +29,18 @@ log = logging.getLogger(__name__)
 
 class Appliance:
     """One running appliance. Use as a context manager; ``run()`` blocks until the camera ends or
-    ``stop()`` (from a signal handler or another thread)."""
+    ``stop()`` (from a signal handler or another thread).
 
-    def __init__(self, config: Config, camera=None, notifier=None):
+    While it runs, the review page controls it through ``<runtime_dir>/control.sock`` (see
+    control.py): ``pause``, ``resume``, ``status`` and ``offload``. ``offload``, if given, is called
+    with the request's arguments and returns a dict for the reply; it must return quickly (start the
+    copy elsewhere). Without it, an offload request is refused.
+    """
+
+    def __init__(self, config: Config, camera=None, notifier=None, offload=None):
         self.config = config
         self.notifier = notifier or Notifier()
+        self.offload = offload
         self.started_s = time.monotonic()
         self._stack = ExitStack()
         try:
@@ -57,6 +67,8 @@ class Appliance:
         self.loop = Loop(self.camera, self.classifier, Policy(self.rule), self.writer, self.store, self.stats)
         self.reporter = StatusReporter(config.status.runtime_dir, config.status.interval_s, self.status,
                                        self.notifier, lambda: self.loop.heartbeat_s)
+        self.control = ControlServer(Path(config.status.runtime_dir) / CONTROL_SOCKET, {
+            "pause": self._pause, "resume": self._resume, "status": self._loop_state, "offload": self._offload})
 
     def __enter__(self):
         return self
@@ -65,14 +77,18 @@ class Appliance:
         self.close()
 
     def run(self) -> None:
-        # Started in this order so that closing in reverse stops the camera first, then drains the
-        # writer (every keep decided is written), then writes the final status, then closes the store.
+        # Started in this order so that closing in reverse first closes the control channel (no pause
+        # or offload arrives mid-shutdown, and the page learns at once that the loop is gone), then
+        # stops the camera, drains the writer (every keep decided is written), writes the final
+        # status, and closes the store.
         self.reporter.start()
         self._stack.callback(self.reporter.close)
         self.writer.start()
         self._stack.callback(self.writer.close)
         self.camera.start()
         self._stack.callback(self.camera.close)
+        self.control.start()
+        self._stack.callback(self.control.close)
         self.notifier.ready(f"watching with {self.camera.describe()}")
         log.info("watching: %s", self.camera.describe())
         self.loop.run()
@@ -82,8 +98,24 @@ class Appliance:
         self.loop.stop()
 
     def close(self) -> None:
-        """Stop the camera, drain the writer, write the last status, close the database."""
+        """Close the control channel, stop the camera, drain the writer, write the last status, close the DB."""
         self._stack.close()
+
+    def _pause(self, _args: dict) -> dict:
+        self.loop.pause()
+        return self._loop_state()
+
+    def _resume(self, _args: dict) -> dict:
+        self.loop.resume()
+        return self._loop_state()
+
+    def _loop_state(self, _args: dict | None = None) -> dict:
+        return {"state": self.loop.state, "is_paused": self.loop.is_paused}
+
+    def _offload(self, args: dict) -> dict:
+        if self.offload is None:
+            raise ApplianceError("USB offload is not set up on this appliance")
+        return self.offload(args)
 
     def status(self) -> dict:
         """The live status snapshot (see status.py)."""

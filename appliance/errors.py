@@ -45,3 +45,7 @@ class CameraError(ApplianceError, RuntimeError):
 
 class StorageError(ApplianceError, OSError):
     """The data directory or database cannot be used (unwritable, corrupt, full)."""
+
+
+class LoopNotRunning(ApplianceError, ConnectionError):
+    """The capture loop does not answer on its control socket: it is stopped, starting or gone."""

@@ -6,6 +6,10 @@ loop classifies each frame and asks the policy; kept frames go to the writer thr
 
 Per frame: motion gate → classify → decide → (keep: hand the main image to the writer) → release
 the frame's buffers. A discarded frame writes nothing anywhere.
+
+While paused (from the review page, over the control channel), frames are still taken from the camera,
+so its buffers keep flowing and the heartbeat stays fresh, but each is released at once, unclassified,
+and counted under the reason "paused".
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ class Loop:
         self.writer = writer
         self.store = store
         self.stats = stats
-        self.state = "starting"
+        self._phase = "starting"  # → "running" → "stopped"; ``state`` adds "paused"
+        self._is_paused = False
         self.heartbeat_s = time.monotonic()
         self._frames: queue.Queue = queue.Queue(maxsize=_FRAME_QUEUE)
         self._stopping = threading.Event()
@@ -46,7 +51,7 @@ class Loop:
         """Capture and process frames until the end; re-raises a camera failure."""
         capture = threading.Thread(target=self._capture, name="capture", daemon=True)
         capture.start()
-        self.state = "running"
+        self._phase = "running"
         try:
             while True:
                 try:
@@ -61,9 +66,31 @@ class Loop:
         finally:
             self.stop()
             self._drain_frames(capture)
-            self.state = "stopped"
+            self._phase = "stopped"
         if self._capture_error is not None:
             raise self._capture_error
+
+    @property
+    def state(self) -> str:
+        """One of ``starting``, ``running``, ``paused``, ``stopped``."""
+        # Derived rather than assigned, so a pause arriving as the loop stops cannot leave "paused".
+        return "paused" if self._is_paused and self._phase == "running" else self._phase
+
+    @property
+    def is_paused(self) -> bool:
+        return self._is_paused
+
+    def pause(self) -> None:
+        """Release frames unclassified until ``resume()``; safe from any thread."""
+        if not self._is_paused:
+            self._is_paused = True
+            log.info("paused: frames are released unclassified until resumed")
+
+    def resume(self) -> None:
+        """Classify frames again; safe from any thread."""
+        if self._is_paused:
+            self._is_paused = False
+            log.info("resumed: classifying frames again")
 
     def stop(self) -> None:
         """End ``run()`` soon; safe from any thread or a signal handler."""
@@ -74,6 +101,9 @@ class Loop:
         """Decide one frame and hand a keep to the writer; always releases the frame."""
         try:
             self.stats.frame(frame.timestamp_s)
+            if self._is_paused:
+                self.stats.counts["paused"] += 1
+                return
             gated = self.policy.gate(frame.lores, frame.timestamp_s)
             if gated is not None:
                 self.stats.counts[gated.reason] += 1

@@ -257,9 +257,117 @@ class Store:
         report.quarantined.append(str(target.relative_to(self.data_dir)))
         log.warning("quarantined %s: %s", target, why)
 
+    # -- review (the web page) ---------------------------------------------------------------------
+
+    def page(self, filters: Filters, before: tuple[str, int] | None = None, limit: int = 48):
+        """Captures newest first matching ``filters``, after the keyset cursor ``before``
+        ``(captured_at, id)`` of the previous page's last item; returns ``(rows, next_cursor)``.
+
+        Keyset pagination costs the same on the last page as on the first, at any size."""
+        where, params = filters.sql()
+        if before is not None:
+            where.append("(captured_at, id) < (?, ?)")
+            params.extend(before)
+        sql = (f"select * from captures {'where ' + ' and '.join(where) if where else ''} "
+               "order by captured_at desc, id desc limit ?")
+        with self._lock:
+            rows = [dict(r) for r in self._query(sql, [*params, limit + 1])]
+        next_cursor = (rows[limit - 1]["captured_at"], rows[limit - 1]["id"]) if len(rows) > limit else None
+        return rows[:limit], next_cursor
+
+    def after_id(self, after: int, limit: int):
+        """Captures with id > ``after``, oldest first: the sync API's stable cursor."""
+        with self._lock:
+            return [dict(r) for r in self._query(
+                "select * from captures where id > ? and missing = 0 order by id limit ?", [after, limit])]
+
+    def get(self, capture_id: int) -> dict | None:
+        rows = self.rows_by_id([capture_id])
+        return rows[0] if rows else None
+
+    def labels(self) -> list[str]:
+        """Effective labels in use, most kept first (for the gallery's filter)."""
+        with self._lock:
+            return [r[0] for r in self.db.execute(
+                "select coalesce(corrected_label, label) as l from captures group by l order by count(*) desc, l")]
+
+    def unsynced_ids(self) -> list[int]:
+        with self._lock:
+            return [r[0] for r in self.db.execute(
+                "select id from captures where synced_at is null and missing = 0 order by id")]
+
+    def set_starred(self, capture_id: int, is_starred: bool) -> bool:
+        return self._update(capture_id, {"starred": int(is_starred)})
+
+    def relabel(self, capture_id: int, label: str | None) -> bool:
+        """Record a person's correction (the model's label stays); None or "" clears it."""
+        return self._update(capture_id, {"corrected_label": label or None})
+
+    def mark_synced(self, verified: dict[int, str], when: str) -> tuple[list[int], list[int]]:
+        """Mark captures synced whose sha256 the client verified; returns ``(marked, mismatched)``.
+
+        An id whose sha256 differs from the stored one (or that does not exist) is not marked."""
+        marked, mismatched = [], []
+        with self._lock, self.db.conn:
+            for capture_id, sha256 in verified.items():
+                cursor = self.db.execute("update captures set synced_at = ? where id = ? and sha256 = ?",
+                                         [when, capture_id, sha256])
+                (marked if cursor.rowcount else mismatched).append(capture_id)
+        return marked, mismatched
+
+    def _update(self, capture_id, values) -> bool:
+        with self._lock, self.db.conn:
+            assignments = ", ".join(f"{column} = ?" for column in values)
+            cursor = self.db.execute(f"update captures set {assignments} where id = ?", [*values.values(), capture_id])
+            return cursor.rowcount == 1
+
+    def _query(self, sql, params):
+        cursor = self.db.execute(sql, params)
+        columns = [c[0] for c in cursor.description]
+        return (dict(zip(columns, row)) for row in cursor)
+
     def close(self) -> None:
         with self._lock:
             self.db.conn.close()
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What the gallery shows; empty or None fields do not filter."""
+
+    label: str = ""
+    date_from: str = ""  # YYYY-MM-DD, inclusive, UTC
+    date_to: str = ""  # YYYY-MM-DD, inclusive, UTC
+    min_score: float | None = None
+    kind: str = ""  # "match" or "audit"
+    is_starred: bool | None = None
+    is_offloaded: bool | None = None
+    is_synced: bool | None = None
+
+    def sql(self) -> tuple[list[str], list]:
+        where, params = [], []
+        if self.label:
+            where.append("coalesce(corrected_label, label) = ?")
+            params.append(self.label)
+        if self.date_from:
+            where.append("captured_at >= ?")
+            params.append(self.date_from)
+        if self.date_to:
+            where.append("captured_at < date(?, '+1 day')")
+            params.append(self.date_to)
+        if self.min_score is not None:
+            where.append("score >= ?")
+            params.append(self.min_score)
+        if self.kind:
+            where.append("kind = ?")
+            params.append(self.kind)
+        if self.is_starred is not None:
+            where.append("starred = ?")
+            params.append(int(self.is_starred))
+        for column, wanted in (("offloaded_at", self.is_offloaded), ("synced_at", self.is_synced)):
+            if wanted is not None:
+                where.append(f"{column} is {'not ' if wanted else ''}null")
+        return where, params
 
 
 def slug(label: str, limit: int = 40) -> str:

@@ -1,0 +1,115 @@
+"""Taking kept images home: names in the image-folder layout, the manifest, and a streamed zip.
+
+The layout is the one training tools read: ``<label>/<file>.jpg``, where the label is the effective
+one (a person's correction wins over the model's). Every export carries ``manifest.csv`` and
+``manifest.jsonl`` with one row per image. Used by the zip download, ``appliance sync`` and the USB
+offload alike, so the three agree.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+from datetime import datetime
+from pathlib import Path
+from typing import Iterable, Iterator
+
+MANIFEST_FIELDS = ("file", "sha256", "bytes", "captured_at", "label", "model_label", "corrected_label",
+                   "score", "model", "kind", "source", "id")
+_CHUNK = 256 * 1024
+_UNSAFE = set('/\\\0:*?"<>|')
+
+
+def effective_label(row) -> str:
+    return row["corrected_label"] or row["label"]
+
+
+def label_dirname(label: str, limit: int = 100) -> str:
+    """A folder name for a label that is safe on ext4, FAT and exFAT: no separators, no control or
+    reserved characters, no leading dot or trailing dot/space."""
+    name = "".join("_" if ch in _UNSAFE or ord(ch) < 32 else ch for ch in label)
+    name = name.strip().lstrip(".").rstrip(". ")[:limit].rstrip(". ")
+    return name or "unlabelled"
+
+
+def export_name(row) -> str:
+    """``<label>/<YYYY-MM-DD>_<file>.jpg``: the date keeps names unique across days."""
+    year, month, day, name = Path(row["image_path"]).parts[-4:]
+    return f"{label_dirname(effective_label(row))}/{year}-{month}-{day}_{name}"
+
+
+def manifest_row(row, file: str) -> dict:
+    return {"file": file, "sha256": row["sha256"], "bytes": row["bytes"], "captured_at": row["captured_at"],
+            "label": effective_label(row), "model_label": row["label"], "corrected_label": row["corrected_label"] or "",
+            "score": row["score"], "model": row["model_name"], "kind": row["kind"], "source": row["source"],
+            "id": row["id"]}
+
+
+def manifest_csv(rows: Iterable[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def manifest_jsonl(rows: Iterable[dict]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+class _Sink(io.RawIOBase):
+    """A write-only, unseekable stream whose bytes are handed on as they come."""
+
+    def __init__(self):
+        self._chunks: list[bytes] = []
+        self._position = 0
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        self._chunks.append(bytes(data))
+        self._position += len(data)
+        return len(data)
+
+    def tell(self):
+        return self._position
+
+    def take(self) -> bytes:
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        return data
+
+
+def stream_zip(rows: Iterable, data_dir: Path) -> Iterator[bytes]:
+    """A zip of the rows' images (stored, not recompressed: they are JPEGs) plus the manifest,
+    produced piece by piece so memory stays flat however many images there are. An image whose file
+    has gone missing since it was listed is left out (and so absent from the manifest)."""
+    sink = _Sink()
+    manifest = []
+    with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for row in rows:
+            path = Path(data_dir) / row["image_path"]
+            try:
+                source = open(path, "rb")
+            except FileNotFoundError:
+                continue
+            with source:
+                name = export_name(row)
+                info = zipfile.ZipInfo(name, _zip_time(row["captured_at"]))
+                with archive.open(info, "w", force_zip64=row["bytes"] >= 2**31) as target:
+                    while chunk := source.read(_CHUNK):
+                        target.write(chunk)
+                        yield sink.take()
+            manifest.append(manifest_row(row, name))
+            yield sink.take()
+        archive.writestr("manifest.csv", manifest_csv(manifest))
+        archive.writestr("manifest.jsonl", manifest_jsonl(manifest))
+    yield sink.take()
+
+
+def _zip_time(captured_at: str):
+    moment = datetime.fromisoformat(captured_at.replace("Z", "+00:00"))
+    return (max(moment.year, 1980), moment.month, moment.day, moment.hour, moment.minute, moment.second)

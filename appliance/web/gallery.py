@@ -1,0 +1,167 @@
+"""The gallery, the item page, star / relabel / delete, images, and the zip download."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import date
+from pathlib import Path
+
+from flask import Blueprint, Response, abort, redirect, render_template, request, send_file, url_for
+
+from appliance.export import effective_label, stream_zip
+from appliance.store import Filters
+from appliance.web import deps
+
+bp = Blueprint("gallery", __name__)
+
+PAGE_SIZE = 48
+MAX_LABEL_CHARS = 200
+MAX_EXPORT_IDS = 100_000
+_CURSOR = re.compile(r"(\d{4}-\d\d-\d\dT[\d:.]+Z)~(\d+)")
+_YES_NO = {"": None, "yes": True, "no": False}
+
+
+def parse_filters(args) -> Filters:
+    """Gallery filters from query arguments; a bad value is a 400 naming the argument."""
+    def choice(name, allowed):
+        value = args.get(name, "")
+        if value not in allowed:
+            abort(400, f"{name} must be one of: {', '.join(repr(a) for a in allowed)}")
+        return value
+
+    def day(name):
+        value = args.get(name, "")
+        if value:
+            try:
+                date.fromisoformat(value)
+            except ValueError:
+                abort(400, f"{name} must be a date YYYY-MM-DD")
+        return value
+
+    min_score = args.get("min_score", "")
+    try:
+        score = float(min_score) if min_score else None
+    except ValueError:
+        abort(400, "min_score must be a number from 0 to 1")
+    if score is not None and not 0 <= score <= 1:
+        abort(400, "min_score must be a number from 0 to 1")
+    return Filters(label=args.get("label", "")[:MAX_LABEL_CHARS], date_from=day("from"), date_to=day("to"),
+                   min_score=score, kind=choice("kind", ("", "match", "audit")),
+                   is_starred=_YES_NO[choice("starred", tuple(_YES_NO))],
+                   is_offloaded=_YES_NO[choice("offloaded", tuple(_YES_NO))],
+                   is_synced=_YES_NO[choice("synced", tuple(_YES_NO))])
+
+
+def parse_cursor(value: str):
+    if not value:
+        return None
+    match = _CURSOR.fullmatch(value)
+    if not match:
+        abort(400, "cursor is not one this page made: start again from the first page")
+    return match.group(1), int(match.group(2))
+
+
+@bp.route("/gallery")
+def gallery():
+    store = deps()["store"]
+    filters = parse_filters(request.args)
+    rows, next_cursor = store.page(filters, parse_cursor(request.args.get("cursor", "")), PAGE_SIZE)
+    args = {k: v for k, v in request.args.items() if k != "cursor" and v}
+    next_url = url_for("gallery.gallery", **args, cursor=f"{next_cursor[0]}~{next_cursor[1]}") if next_cursor else None
+    return render_template("gallery.html", rows=rows, filters=filters, args=args, next_url=next_url,
+                           is_first_page="cursor" not in request.args, labels=store.labels(),
+                           effective_label=effective_label)
+
+
+def _row_or_404(capture_id: int) -> dict:
+    row = deps()["store"].get(capture_id)
+    if row is None:
+        abort(404, f"no capture {capture_id}")
+    return row
+
+
+@bp.route("/captures/<int:capture_id>")
+def item(capture_id):
+    row = _row_or_404(capture_id)
+    return render_template("item.html", row=row, top_k=json.loads(row["top_k"] or "[]"),
+                           label=effective_label(row), labels=deps()["labels"])
+
+
+def _send(row, relative: str, etag: str):
+    """A file of the store's, by the path the database holds; never by a path from the request."""
+    data_dir = Path(deps()["config"].storage.data_dir).resolve()
+    path = (data_dir / relative).resolve()
+    if not path.is_relative_to(data_dir) or not path.is_file():
+        abort(404, f"the file of capture {row['id']} is missing")
+    response = send_file(path, mimetype="image/jpeg", etag=etag, conditional=True, max_age=86400)
+    response.cache_control.public = False  # send_file says public; these may be private images
+    response.cache_control.private = True
+    response.cache_control.immutable = True  # an id's image never changes; a relabel does not touch it
+    return response
+
+
+@bp.route("/captures/<int:capture_id>/thumb")
+def thumb(capture_id):
+    row = _row_or_404(capture_id)
+    return _send(row, row["thumb_path"], f"{row['sha256']}-thumb")
+
+
+@bp.route("/captures/<int:capture_id>/image")
+def image(capture_id):
+    row = _row_or_404(capture_id)
+    return _send(row, row["image_path"], row["sha256"])
+
+
+@bp.route("/captures/<int:capture_id>/star", methods=["POST"])
+def star(capture_id):
+    _row_or_404(capture_id)
+    deps()["store"].set_starred(capture_id, request.form.get("starred") == "1")
+    return redirect(url_for("gallery.item", capture_id=capture_id))
+
+
+@bp.route("/captures/<int:capture_id>/relabel", methods=["POST"])
+def relabel(capture_id):
+    row = _row_or_404(capture_id)
+    label = " ".join(request.form.get("label", "").split())
+    if len(label) > MAX_LABEL_CHARS:
+        abort(400, f"a label is at most {MAX_LABEL_CHARS} characters")
+    deps()["store"].relabel(capture_id, None if label in ("", row["label"]) else label)
+    return redirect(url_for("gallery.item", capture_id=capture_id))
+
+
+@bp.route("/captures/<int:capture_id>/delete", methods=["GET", "POST"])
+def delete(capture_id):
+    row = _row_or_404(capture_id)
+    if request.method == "GET":
+        return render_template("delete.html", row=row, label=effective_label(row))
+    deps()["store"].delete([capture_id])
+    return redirect(url_for("gallery.gallery"))
+
+
+@bp.route("/export.zip", methods=["POST"])
+def export_zip():
+    """The selected captures (``ids``), or with ``unsynced=1`` everything not yet synced, as a zip
+    streamed while it is made."""
+    store = deps()["store"]
+    if request.form.get("unsynced") == "1":
+        ids = store.unsynced_ids()
+    else:
+        try:
+            ids = sorted({int(i) for i in request.form.getlist("ids")})
+        except ValueError:
+            abort(400, "ids must be capture numbers")
+    if not ids:
+        abort(400, "nothing selected: tick some images first")
+    if len(ids) > MAX_EXPORT_IDS:
+        abort(400, f"at most {MAX_EXPORT_IDS} images per download")
+    data_dir = Path(deps()["config"].storage.data_dir)
+    rows = (row for chunk in _chunks(ids, 500) for row in store.rows_by_id(chunk) if not row["missing"])
+    return Response(stream_zip(rows, data_dir), mimetype="application/zip",
+                    headers={"Content-Disposition": 'attachment; filename="appliance-images.zip"',
+                             "Cache-Control": "no-store"})
+
+
+def _chunks(items, size):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

@@ -1,0 +1,58 @@
+"""Serving the review page in production: waitress (pure Python, fine on a Pi Zero 2 W)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from appliance.control import CONTROL_SOCKET, ControlClient
+from appliance.errors import ModelError
+from appliance.labels import load_labels
+from appliance.store import Store
+from appliance.web import create_app
+from appliance.web.security import adopt_password
+
+log = logging.getLogger(__name__)
+
+THREADS = 4
+
+
+class WebServer:
+    """The page for ``config``, on ``host:port``; ``run()`` blocks, ``start()`` runs it in a thread."""
+
+    def __init__(self, config, config_path: Path | None = None, host=None, port=None):
+        import waitress.server  # imported here: only the commands that serve need it
+
+        self.store = Store(config.storage.data_dir)
+        try:
+            labels = load_labels(Path(config.model.path), config.model.labels or None)
+        except ModelError as e:
+            log.warning("relabel suggestions unavailable: %s", e)
+            labels = []
+        control = ControlClient(Path(config.status.runtime_dir) / CONTROL_SOCKET)
+        self.app = create_app(config, self.store, control, password_hash=adopt_password(config.web, config_path),
+                              labels=labels)
+        self.server = waitress.server.create_server(self.app, host=host or config.web.host,
+                                                    port=config.web.port if port is None else port,
+                                                    threads=THREADS, ident="appliance")
+        self._thread = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.effective_host, self.server.effective_port
+        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/"
+
+    def run(self) -> None:
+        log.info("review page on %s", self.url)
+        self.server.run()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="web", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.store.close()

@@ -33,6 +33,9 @@ def register(subparsers):
     demo.add_argument("--once", action="store_true", help="one pass over the folder, drain, exit")
     demo.add_argument("--config", type=Path, default=None, help="a config file to start from (camera, model and "
                       "data settings are then overridden by the options above)")
+    demo.add_argument("--port", type=int, default=8080, help="port of the review page on 127.0.0.1 (default: 8080)")
+    demo.add_argument("--password", default=None, help="a password for the review page (default: none, read-only)")
+    demo.add_argument("--no-web", action="store_true", help="do not serve the review page")
 
 
 def run_command(args) -> int:
@@ -74,12 +77,23 @@ def demo_command(args) -> int:
         model={"path": str(Path(model).resolve())},
         storage={"data_dir": str(data.resolve())},
         status={"runtime_dir": str(runtime)},
+        web={"host": "127.0.0.1", "port": args.port, "password": args.password or ""},
     )
     print(f"appliance demo: photos {args.images}, model {model}\n"
           f"  kept images and database: {data}\n  live status: {runtime / 'status.json'}", file=sys.stderr)
-    code = run_appliance(config)
-    print(f"appliance demo: done. List what was kept with:\n  {Path(sys.argv[0]).name} captures --data {data}",
-          file=sys.stderr)
+    web = None
+    if not args.no_web:
+        from appliance.web.server import WebServer
+
+        web = WebServer(config)
+        web.start()
+        print(f"  review page: {web.url}" + ("" if args.password else " (read-only: no --password)"), file=sys.stderr)
+    try:
+        code = run_appliance(config)
+    finally:
+        if web is not None:
+            web.close()
+    print(f"appliance demo: done. List what was kept with:\n  appliance captures --data {data}", file=sys.stderr)
     return code
 
 

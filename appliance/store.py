@@ -96,6 +96,11 @@ class Store:
         self.db.execute("create index if not exists captures_label_newest on "
                         "captures(coalesce(corrected_label, label), captured_at, id)")
 
+    def refresh_usage(self) -> None:
+        """Re-read bytes used from the database: another process (the web page) may have deleted items."""
+        with self._lock:
+            self.used_bytes, self.audit_bytes = self._sums()
+
     def _sums(self):
         row = self.db.execute(
             "select coalesce(sum(bytes), 0), coalesce(sum(case when kind = 'audit' then bytes end), 0) "

@@ -150,8 +150,10 @@ class Writer:
         return row_id
 
     def _make_room(self, incoming_bytes: int) -> bool:
-        need = retention.bytes_needed(self.store.used_bytes, incoming_bytes, self.config.quota_bytes,
-                                      self.store.free_bytes(), self.config.min_free_bytes)
+        need = self._bytes_needed(incoming_bytes)
+        if need:
+            self.store.refresh_usage()  # the page may have deleted items since this process counted
+            need = self._bytes_needed(incoming_bytes)
         plan = retention.plan_eviction(self.store.retention_candidates(), need, self.config.when_full) \
             if need else retention.Plan()
         if plan.is_full:
@@ -170,3 +172,7 @@ class Writer:
             log.info("storage has room again: keeping resumed")
         self.is_full = False
         return True
+
+    def _bytes_needed(self, incoming_bytes: int) -> int:
+        return retention.bytes_needed(self.store.used_bytes, incoming_bytes, self.config.quota_bytes,
+                                      self.store.free_bytes(), self.config.min_free_bytes)

@@ -109,3 +109,12 @@ def test_a_full_writer_refuses_keeps_but_is_offered_one_again_every_recheck_peri
     refused_at_s = writer._refused_at_s
     assert not writer.accepts_keeps(refused_at_s + 1.0)
     assert writer.accepts_keeps(refused_at_s + FULL_RECHECK_S)
+
+
+def test_room_freed_by_another_process_is_seen_before_keeping_is_refused(store):
+    writer, ids = fill(store, "stop")
+    other_process = Store(store.data_dir)  # the web page deleting an item through its own connection
+    other_process.delete([ids[0]])
+    other_process.close()
+    assert store.used_bytes > sum(r["bytes"] for r in store.rows())  # this process's count is stale
+    assert writer.write(job(10, 10)) is not None and not writer.is_full

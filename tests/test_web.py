@@ -140,6 +140,13 @@ def test_failed_logins_are_rate_limited(setup):
     assert limited.status_code == 429 and "too many failed logins" in limited.text
 
 
+def test_wrong_basic_auth_passwords_are_rate_limited_too(setup):
+    client = make_client(setup)
+    for _ in range(LOGIN_ATTEMPTS):
+        assert client.get("/api/v1/captures", headers=basic("guess")).status_code == 401
+    assert client.get("/api/v1/captures", headers=basic(PASSWORD)).status_code == 429
+
+
 def test_the_session_cookie_is_httponly_and_samesite_strict(setup):
     client = make_client(setup)
     response = client.post("/login", data={"password": PASSWORD, "csrf_token": token(client)})

@@ -72,9 +72,18 @@ def _csrf_token() -> str:
 def _authorise():
     """Decide, before any view, who the request is: a logged-in browser, a script with Basic auth,
     or nobody; refuse what they may not do."""
-    passwords = deps()["passwords"]
+    passwords, limiter, clock = deps()["passwords"], deps()["limiter"], deps()["clock"]
     g.is_api = request.path.startswith("/api/")
-    g.by_basic = passwords.check_basic(request.headers.get("Authorization"))
+    g.by_basic = False
+    if request.headers.get("Authorization"):
+        # Basic auth is a login too: wrong guesses count against the same per-address limit.
+        address = request.remote_addr or "?"
+        wait_s = limiter.wait_s(address, clock())
+        if wait_s:
+            return _refuse(429, f"too many failed logins: try again in {int(wait_s) + 1} s")
+        g.by_basic = passwords.check_basic(request.headers["Authorization"])
+        if not g.by_basic and passwords.is_set:
+            limiter.failed(address, clock())
     g.is_logged_in = g.by_basic or (passwords.is_set and session.get("user") is True)
     g.can_change = g.is_logged_in
     if request.endpoint in (None, "static") or request.endpoint.startswith("auth."):

@@ -18,7 +18,7 @@ import sys
 from appliance import __version__
 from appliance.errors import ApplianceError
 
-COMMAND_MODULES = ("run", "serve", "config", "models", "classify", "captures", "bench")
+COMMAND_MODULES = ("run", "serve", "config", "models", "classify", "captures", "sync", "bench")
 
 
 def add_command(subparsers, name, func, **kwargs) -> argparse.ArgumentParser:

@@ -11,10 +11,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
+import time
 import zipfile
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
+
+log = logging.getLogger(__name__)
 
 MANIFEST_FIELDS = ("file", "sha256", "bytes", "captured_at", "label", "model_label", "corrected_label",
                    "score", "model", "kind", "source", "id")
@@ -48,15 +52,11 @@ def manifest_row(row, file: str) -> dict:
 
 
 def manifest_csv(rows: Iterable[dict]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
+    return "".join(_csv_lines(rows))
 
 
 def manifest_jsonl(rows: Iterable[dict]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    return "".join(_jsonl_lines(rows))
 
 
 class _Sink(io.RawIOBase):
@@ -83,31 +83,54 @@ class _Sink(io.RawIOBase):
         return data
 
 
-def stream_zip(rows: Iterable, data_dir: Path) -> Iterator[bytes]:
-    """A zip of the rows' images (stored, not recompressed: they are JPEGs) plus the manifest,
-    produced piece by piece so memory stays flat however many images there are. An image whose file
-    has gone missing since it was listed is left out (and so absent from the manifest)."""
+def stream_zip(rows: Callable[[], Iterable], data_dir: Path) -> Iterator[bytes]:
+    """A zip of the rows' images (stored, not recompressed: they are JPEGs) with the manifest,
+    produced piece by piece so memory stays flat however many images there are.
+
+    ``rows()`` is called twice: the first pass writes the manifests line by line (so no list of
+    them is kept), the second the images. Only zipfile's own directory (~0.5 KB an entry) grows.
+    A row whose file is missing when the manifest is written is left out of both."""
     sink = _Sink()
-    manifest = []
+    data_dir = Path(data_dir)
+
+    def present():
+        return (row for row in rows() if (data_dir / row["image_path"]).is_file())
+
     with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for row in rows:
-            path = Path(data_dir) / row["image_path"]
+        for name, render in (("manifest.csv", _csv_lines), ("manifest.jsonl", _jsonl_lines)):
+            with archive.open(zipfile.ZipInfo(name, time.gmtime()[:6]), "w", force_zip64=True) as target:
+                for line in render(manifest_row(row, export_name(row)) for row in present()):
+                    target.write(line.encode())
+                    yield sink.take()
+        for row in present():
             try:
-                source = open(path, "rb")
-            except FileNotFoundError:
+                source = open(data_dir / row["image_path"], "rb")
+            except FileNotFoundError:  # deleted since the manifest was written: rare, and said in the log
+                log.warning("zip: %s was deleted while the zip was being made", row["image_path"])
                 continue
             with source:
-                name = export_name(row)
-                info = zipfile.ZipInfo(name, _zip_time(row["captured_at"]))
+                info = zipfile.ZipInfo(export_name(row), _zip_time(row["captured_at"]))
                 with archive.open(info, "w", force_zip64=row["bytes"] >= 2**31) as target:
                     while chunk := source.read(_CHUNK):
                         target.write(chunk)
                         yield sink.take()
-            manifest.append(manifest_row(row, name))
-            yield sink.take()
-        archive.writestr("manifest.csv", manifest_csv(manifest))
-        archive.writestr("manifest.jsonl", manifest_jsonl(manifest))
     yield sink.take()
+
+
+def _csv_lines(rows) -> Iterator[str]:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row)
+        yield out.getvalue()
+        out.seek(0)
+        out.truncate()
+    yield out.getvalue()
+
+
+def _jsonl_lines(rows) -> Iterator[str]:
+    return (json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
 def _zip_time(captured_at: str):

@@ -15,7 +15,10 @@ from appliance.web.security import adopt_password
 
 log = logging.getLogger(__name__)
 
-THREADS = 4
+THREADS = 6
+# A gallery page asks for dozens of thumbnails at once; waitress logs every moment its queue is
+# non-empty as a warning, which would fill the journal with noise on each page view.
+logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
 class WebServer:

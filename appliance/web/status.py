@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -10,6 +11,8 @@ from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_t
 from appliance.errors import ApplianceError, LoopNotRunning
 from appliance.status import read_status
 from appliance.web import deps
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("status", __name__)
 
@@ -65,7 +68,8 @@ def control(action):
         reply = deps()["control"].send(action)
         message, ok = CONTROLS[action], True
     except LoopNotRunning as e:
-        message, ok, reply = f"The capture loop is not running: {e}", False, {}
+        log.info("control %s: %s", action, e)
+        message, ok, reply = "The capture loop is not running, so it cannot be controlled.", False, {}
     except ApplianceError as e:
         message, ok, reply = str(e), False, {}
     if wants_json:

@@ -34,7 +34,11 @@
 
   function render(status) {
     document.getElementById("loop-missing").hidden = status.is_loop_running;
-    const view = Object.assign({}, status, { loop: status.is_loop_running ? status.loop : Object.assign({}, status.loop, { state: "not running" }) });
+    // A stopped loop's last figures are history, not live: show its state, keep what still holds
+    // (model, camera, storage, last keep) and blank the rates.
+    const loop = Object.assign({}, status.loop);
+    if (!status.is_loop_running) Object.assign(loop, { state: "not running", fps: null, inference_ms: {}, uptime_s: null });
+    const view = Object.assign({}, status, { loop: loop });
     for (const el of root.querySelectorAll("[data-field]")) {
       const value = get(view, el.dataset.field);
       el.textContent = (formats[el.dataset.format] || formats.text)(value);

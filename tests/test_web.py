@@ -460,3 +460,45 @@ def test_a_clear_text_password_is_hashed_and_removed_from_the_config_file(tmp_pa
     assert config.web.password == "" and adopt_password(config.web, path) == password_hash
     from werkzeug.security import check_password_hash
     assert check_password_hash(password_hash, "s3cret")
+
+
+def test_serve_takes_its_listening_socket_from_systemd_so_it_needs_no_privilege(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from conftest import REPO
+
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))  # on the device: port 80, bound by systemd as root
+    listening.listen()
+    os.set_inheritable(listening.fileno(), True)
+    config = tmp_path / "appliance.toml"
+    config.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n[status]\nruntime_dir = "{tmp_path / "run"}"\n'
+                      '[web]\nport = 1\n')  # a port it could never bind here: it must not try
+    # What systemd does: the socket on fd 3, LISTEN_PID the server's own pid (exec keeps it), exec.
+    launcher = ("import os, sys; os.dup2(int(sys.argv[1]), 3); "
+                "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1'); "
+                "os.execv(sys.executable, [sys.executable, '-m', 'appliance', 'serve', '--config', sys.argv[2]])")
+    child = subprocess.Popen([sys.executable, "-c", launcher, str(listening.fileno()), str(config)],
+                             pass_fds=[listening.fileno()], cwd=REPO,
+                             env=dict(os.environ, PYTHONPATH=str(REPO)), stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{listening.getsockname()[1]}/login"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    assert response.status == 200 and b"Log in" in response.read()
+                    break
+            except OSError:
+                assert child.poll() is None, child.stderr.read()
+                assert time.monotonic() < deadline, "the page never answered on the passed socket"
+                time.sleep(0.1)
+    finally:
+        child.terminate()
+        child.wait(10)
+        listening.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from pathlib import Path
 
@@ -21,6 +23,18 @@ THREADS = 6
 logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
+SD_LISTEN_FDS_START = 3
+
+
+def systemd_socket(environ=os.environ) -> socket.socket | None:
+    """The listening socket systemd passed (sd_listen_fds(3)), or None when not socket-activated."""
+    if environ.get("LISTEN_PID") != str(os.getpid()) or environ.get("LISTEN_FDS") != "1":
+        return None
+    listening = socket.socket(fileno=SD_LISTEN_FDS_START)
+    os.set_inheritable(listening.fileno(), False)
+    return listening
+
+
 class WebServer:
     """The page for ``config``, on ``host:port``; ``run()`` blocks, ``start()`` runs it in a thread."""
 
@@ -36,9 +50,14 @@ class WebServer:
         control = ControlClient(Path(config.status.runtime_dir) / CONTROL_SOCKET)
         self.app = create_app(config, self.store, control, password_hash=adopt_password(config.web, config_path),
                               labels=labels)
-        self.server = waitress.server.create_server(self.app, host=host or config.web.host,
-                                                    port=config.web.port if port is None else port,
-                                                    threads=THREADS, ident="appliance")
+        listening = systemd_socket()
+        if listening is not None:  # socket activation: systemd bound port 80; this process needs no privilege
+            self.server = waitress.server.create_server(self.app, sockets=[listening], threads=THREADS,
+                                                        ident="appliance")
+        else:
+            self.server = waitress.server.create_server(self.app, host=host or config.web.host,
+                                                        port=config.web.port if port is None else port,
+                                                        threads=THREADS, ident="appliance")
         self._thread = None
 
     @property

@@ -29,14 +29,13 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 from appliance import __version__
 from appliance.errors import ApplianceError
 from appliance.export import manifest_csv, manifest_jsonl, manifest_row
-from appliance.files import TMP_SUFFIX, atomic_write_bytes, fsync_dir, sha256_file
+from appliance.files import TMP_SUFFIX, atomic_file, atomic_write_bytes, fsync_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = ".appliance-sync.json"
 MANIFEST_JSONL = "manifest.jsonl"
 MANIFEST_CSV = "manifest.csv"
-PARTIAL_SUFFIX = ".partial"
 MAX_LIMIT = 1000  # the API's own cap on a page
 ACK_BATCH = 400   # the device takes at most 64 KB of JSON per request; 400 items fit with room to spare
 TIMEOUT_S = 30.0
@@ -196,11 +195,12 @@ class Device:
         """Download the item's image and install it as ``target`` if its sha256 matches; its size.
 
         Raises ``_ItemFailed`` on a mismatch or an HTTP error for this image (404: deleted meanwhile)."""
-        partial = target.with_name(f".{target.name}{PARTIAL_SUFFIX}")
         target.parent.mkdir(parents=True, exist_ok=True)
         digest, size = hashlib.sha256(), 0
         try:
-            with self._open(item["image_url"]) as response, open(partial, "wb") as out:
+            # atomic_file installs the file only if this block ends without raising: a mismatch
+            # (or a dropped connection) leaves nothing behind.
+            with self._open(item["image_url"]) as response, atomic_file(target) as out:
                 etag = response.headers.get("ETag", "").removeprefix("W/").strip('"')
                 if etag and etag != item["sha256"]:
                     raise _ItemFailed(f"sha256 mismatch: device lists {item['sha256']}, its ETag says {etag}")
@@ -208,16 +208,10 @@ class Device:
                     digest.update(chunk)
                     out.write(chunk)
                     size += len(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            if digest.hexdigest() != item["sha256"]:
-                raise _ItemFailed(f"sha256 mismatch: device says {item['sha256']}, received {digest.hexdigest()}")
-            os.replace(partial, target)
+                if digest.hexdigest() != item["sha256"]:
+                    raise _ItemFailed(f"sha256 mismatch: device says {item['sha256']}, received {digest.hexdigest()}")
         except _HttpStatus as e:
             raise _ItemFailed(str(e)) from None
-        finally:
-            partial.unlink(missing_ok=True)
-        fsync_dir(target.parent)
         return size
 
     def ack(self, items: list[dict]) -> None:
@@ -312,7 +306,7 @@ def _load_cursor(dest: Path, url: str) -> int:
 def _remove_leftovers(dest: Path) -> None:
     """Downloads and state writes cut short by a crash or a kill."""
     ours = (STATE_FILE, MANIFEST_JSONL, MANIFEST_CSV)
-    leftovers = [*dest.glob(f"*/.*{PARTIAL_SUFFIX}"), *(p for n in ours for p in dest.glob(f".{n}.*{TMP_SUFFIX}"))]
+    leftovers = [*dest.glob(f"*/.*{TMP_SUFFIX}"), *(p for n in ours for p in dest.glob(f".{n}.*{TMP_SUFFIX}"))]
     for path in leftovers:
         log.info("removing %s, left by an interrupted sync", path)
         path.unlink(missing_ok=True)

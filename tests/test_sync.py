@@ -171,7 +171,7 @@ def test_a_corrupted_byte_on_the_device_is_caught_not_installed_not_acked_and_fe
            f"{hashlib.sha256(corrupted).hexdigest()}" in result.stderr
     assert "1 failed" in result.stdout
     assert images_under(dest) == {export_name(r) for r in rows if r["id"] != bad["id"]}
-    assert not any(p.name.endswith(".partial") for p in dest.rglob("*"))
+    assert not any(p.name.endswith(".tmp") for p in dest.rglob("*"))
     assert [r["id"] for r in device_rows(server) if not r["synced_at"]] == [bad["id"]]
     assert bad["id"] not in manifest_ids(dest)
     # The cursor stops before the failed item, so the next run tries it again.

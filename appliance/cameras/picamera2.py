@@ -276,7 +276,7 @@ class Picamera2Camera(Camera):
     def describe(self) -> str:
         if not self._streams:
             return f"picamera2 camera {self.camera_num} (not started)"
-        (main_fmt, (mw, mh)), (lores_fmt, (lw, lh)) = self._streams["main"], self._streams["lores"]
+        (_, (mw, mh)), (lores_fmt, (lw, lh)) = self._streams["main"], self._streams["lores"]
         lores = "RGB" if lores_fmt in _RGB_CHANNELS else "{} to RGB ({}, {} range)".format(
             lores_fmt, self._ycbcr[0], "full" if self._ycbcr[1] else "limited")
         return f"picamera2 {self._model} {mw}x{mh} + lores {lw}x{lh} {lores}"

@@ -6,17 +6,21 @@ backends.
 from __future__ import annotations
 
 import logging
+import queue
+import subprocess
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from appliance import retention
+from appliance import indicator, retention
 from appliance.cameras import open_camera
 from appliance.catalog import load_catalog
 from appliance.classifier import Classifier
 from appliance.config import Config
 from appliance.control import CONTROL_SOCKET, ControlServer
-from appliance.errors import ApplianceError
+from appliance.errors import AcceleratorMissing, ApplianceError, CameraError, ModelError, RuntimeMissing, StorageError
+from appliance.gpio import open_panel
+from appliance.panel import Actions, PanelController
 from appliance.loop import Loop
 from appliance.policy import KeepRule, Policy
 from appliance.sdnotify import Notifier
@@ -25,6 +29,20 @@ from appliance.store import Store
 from appliance.writer import ModelInfo, Writer, thumbnail_of_file
 
 log = logging.getLogger(__name__)
+
+USB_BY_ID = Path("/dev/disk/by-id")
+# Which fault each error shows on the red LED (indicator.FAULT_CODES).
+FAULTS = ((CameraError, "no-camera"), (AcceleratorMissing, "coral-missing"), (ModelError, "model"),
+          (RuntimeMissing, "model"), (StorageError, "storage"))
+
+
+def usb_stick_present(by_id: Path = USB_BY_ID) -> bool:
+    """A USB storage device is plugged in (udev lists it as /dev/disk/by-id/usb-…)."""
+    return any(by_id.glob("usb-*"))
+
+
+def _power_off() -> None:
+    subprocess.run(["systemctl", "poweroff"], check=False)
 
 
 class Appliance:
@@ -37,16 +55,26 @@ class Appliance:
     copy elsewhere). Without it, an offload request is refused.
     """
 
-    def __init__(self, config: Config, camera=None, notifier=None, offload=None):
+    def __init__(self, config: Config, camera=None, notifier=None, offload=None, power_off=None,
+                 usb_by_id=USB_BY_ID, pin_factory=None):
         self.config = config
         self.notifier = notifier or Notifier()
         self.offload = offload
+        self.power_off = power_off or _power_off
+        self.usb_by_id = Path(usb_by_id)
+        self.is_shutdown_requested = False
         self.started_s = time.monotonic()
         self._stack = ExitStack()
+        # The pins first: if anything after this fails, the LEDs can still say what.
+        self.button_events: queue.Queue = queue.Queue()
+        self.panel = open_panel(config.gpio, self.button_events, pin_factory)
+        self.panel_controller = PanelController(self.panel, self.button_events, self._panel_actions())
         try:
             self._build(camera)
-        except BaseException:
+        except BaseException as e:
             self._stack.close()
+            self._show_fault(e)
+            self._close_panel()
             raise
 
     def _build(self, camera):
@@ -77,29 +105,88 @@ class Appliance:
         self.close()
 
     def run(self) -> None:
-        # Started in this order so that closing in reverse first closes the control channel (no pause
-        # or offload arrives mid-shutdown, and the page learns at once that the loop is gone), then
-        # stops the camera, drains the writer (every keep decided is written), writes the final
-        # status, and closes the store.
+        # Started in this order so that closing in reverse first stops the camera, then the buttons
+        # and the control channel (no pause or offload arrives mid-shutdown, and the page learns at
+        # once that the loop is gone), then drains the writer (every keep decided is written), writes
+        # the final status, and closes the store.
         self.reporter.start()
         self._stack.callback(self.reporter.close)
         self.writer.start()
         self._stack.callback(self.writer.close)
-        self.camera.start()
-        self._stack.callback(self.camera.close)
         self.control.start()
         self._stack.callback(self.control.close)
-        self.notifier.ready(f"watching with {self.camera.describe()}")
-        log.info("watching: %s", self.camera.describe())
-        self.loop.run()
+        self.panel_controller.start()
+        self._stack.callback(self.panel_controller.close)
+        try:
+            self.camera.start()
+            self._stack.callback(self.camera.close)
+            self.notifier.ready(f"watching with {self.camera.describe()}")
+            log.info("watching: %s", self.camera.describe())
+            self.loop.run()
+        except ApplianceError as e:
+            self.panel_controller.close()  # its polling would otherwise replace the fault's code
+            self._show_fault(e)
+            raise
 
     def stop(self) -> None:
         self.notifier.stopping()
         self.loop.stop()
 
+    def request_shutdown(self) -> None:
+        """Stop, and once everything is closed (the writer drained, the database closed), power off."""
+        self.is_shutdown_requested = True
+        self.stop()
+
     def close(self) -> None:
-        """Close the control channel, stop the camera, drain the writer, write the last status, close the DB."""
-        self._stack.close()
+        """Stop the camera and the controls, drain the writer, write the last status, close the
+        database; then power off if that was asked for; then let go of the pins."""
+        try:
+            self._stack.close()
+            if self.is_shutdown_requested:
+                self.is_shutdown_requested = False
+                log.warning("powering off")
+                self.power_off()
+        finally:
+            self._close_panel()
+
+    def _close_panel(self) -> None:
+        self.panel_controller.close()
+        if self.panel is not None:
+            self.panel.close()
+            self.panel = None
+
+    def _show_fault(self, error: BaseException) -> None:
+        kind = next((kind for cls, kind in FAULTS if isinstance(error, cls)), None)
+        if kind is None or self.panel is None:
+            return
+        log.error("LEDs: showing the %s fault (red: %d blinks) for %g s", kind, indicator.FAULT_CODES[kind],
+                  self.config.gpio.fault_display_s)
+        self.panel_controller.show_fault(kind)
+        time.sleep(self.config.gpio.fault_display_s)
+
+    def _panel_actions(self) -> Actions:
+        return Actions(loop_state=lambda: self.loop.state, kept=lambda: self.writer.kept,
+                       storage=self.storage_level,
+                       fault=lambda: "coral-missing" if self.classifier.accelerator.is_degraded else None,
+                       pause=lambda: self.loop.pause(), resume=lambda: self.loop.resume(),
+                       shutdown=self.request_shutdown, offload=self._offload_button)
+
+    def _offload_button(self) -> str:
+        if not usb_stick_present(self.usb_by_id):
+            return "no-stick"
+        try:
+            self._offload({"trigger": "button"})
+        except ApplianceError as e:
+            log.error("offload button: %s", e)
+            return "failed"
+        return "started"
+
+    def storage_level(self) -> str:
+        storage = self.config.storage
+        if self.writer.is_full:
+            return "full"
+        return retention.storage_level(self.store.used_bytes, storage.quota_bytes, self.store.free_bytes(),
+                                       storage.min_free_bytes)
 
     def _pause(self, _args: dict) -> dict:
         self.loop.pause()
@@ -137,8 +224,7 @@ class Appliance:
             "storage": {"data_dir": str(store.data_dir), "used_bytes": store.used_bytes, "free_bytes": free_bytes,
                         "quota_bytes": storage.quota_bytes, "min_free_bytes": storage.min_free_bytes,
                         "when_full": storage.when_full, "writer_backlog": self.writer.backlog,
-                        "level": "full" if self.writer.is_full else retention.storage_level(
-                            store.used_bytes, storage.quota_bytes, free_bytes, storage.min_free_bytes)},
+                        "level": self.storage_level()},
             "camera": {"backend": self.config.camera.backend, "description": self.camera.describe()},
             "model": {"name": self.model.name, "path": str(self.classifier.model_path), "sha256": self.model.sha256,
                       "input_size": list(self.classifier.input_size), "runtime": self.classifier.runtime,
@@ -146,4 +232,10 @@ class Appliance:
             "accelerator": {"requested": self.classifier.accelerator.requested,
                             "backend": self.classifier.backend, "problem": self.classifier.accelerator.problem,
                             "is_degraded": self.classifier.accelerator.is_degraded},
+            "leds": {"pins": self._pins_in_use(), **self.panel_controller.describe()},
         }
+
+    def _pins_in_use(self) -> str:
+        if self.panel is None:
+            return "none"
+        return "mock" if self.config.gpio.pin_factory == "mock" else "gpio"

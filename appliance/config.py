@@ -94,6 +94,23 @@ class StatusConfig:
 
 
 @dataclass(frozen=True)
+class GpioConfig:
+    enabled: str = _key("auto", "LEDs and buttons: auto uses them when the device has GPIO; on requires it; off never.",
+                        choices=("auto", "on", "off"))
+    pin_factory: str = _key("default", "default: the Pi's own pins (lgpio on Pi 5 and Bookworm); mock: gpiozero's MockFactory, for laptops and demos.",
+                            choices=("default", "mock"))
+    status_led: int = _key(17, "BCM pin of the green status LED (watching, paused, offloading).", min=0, max=27)
+    keep_led: int = _key(27, "BCM pin of the white LED that flashes once per keep.", min=0, max=27)
+    warning_led: int = _key(22, "BCM pin of the red warning LED (storage, faults, offload problems).", min=0, max=27)
+    pause_button: int = _key(5, "BCM pin of the pause button (to ground): press to pause or resume, hold to shut down.", min=0, max=27)
+    offload_button: int = _key(6, "BCM pin of the offload button (to ground): press to copy kept images to a USB stick.", min=0, max=27)
+    hold_to_shutdown_s: float = _key(3.0, "How long the pause button is held to shut the device down safely.", min=1.0, max=30.0)
+    fault_display_s: float = _key(30.0, "How long a fault's blink code shows before the appliance exits (systemd then restarts it).",
+                                  min=0.0, max=600.0)
+    rtc: bool = _key(False, "A DS3231 real-time clock is wired to I2C, so BCM 2 and 3 are reserved for it.")
+
+
+@dataclass(frozen=True)
 class WebConfig:
     host: str = _key("0.0.0.0", "Address the review page listens on; 0.0.0.0 is every network interface.")
     port: int = _key(80, "Port of the review page (80 on the device, so http://HOSTNAME.local/ works).", min=1, max=65535)
@@ -109,6 +126,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    gpio: GpioConfig = field(default_factory=GpioConfig)
     source: str = field(default="<defaults>", compare=False)
 
     def replace(self, **sections) -> Config:
@@ -121,7 +139,7 @@ class Config:
 
 
 _SECTION_TYPES = {"camera": CameraConfig, "model": ModelConfig, "keep": KeepConfig,
-                  "storage": StorageConfig, "status": StatusConfig, "web": WebConfig}
+                  "storage": StorageConfig, "status": StatusConfig, "web": WebConfig, "gpio": GpioConfig}
 PATH_KEYS = {("camera", "replay_dir"), ("model", "path"), ("model", "labels"), ("model", "edgetpu_path"),
              ("storage", "data_dir"), ("status", "runtime_dir")}
 
@@ -167,7 +185,30 @@ def config_from_dict(data: dict, source="<dict>", base_dir: Path | None = None) 
         if not isinstance(values, dict):
             raise ConfigError(source, name, "must be a table", f"[{name}] with keys under it")
         sections[name] = _build_section(name, _SECTION_TYPES[name], values, source, base_dir)
-    return Config(**sections, source=str(source))
+    config = Config(**sections, source=str(source))
+    check_pins(config.gpio, source)
+    return config
+
+
+PIN_KEYS = ("status_led", "keep_led", "warning_led", "pause_button", "offload_button")
+I2C_PINS = (2, 3)  # SDA, SCL: the real-time clock's bus
+ID_EEPROM_PINS = (0, 1)  # reserved on every Pi for HAT identification
+
+
+def check_pins(gpio: GpioConfig, source) -> None:
+    """Each LED and button on its own usable pin; the I2C pins left free when a clock uses them."""
+    seen: dict[int, str] = {}
+    for key in PIN_KEYS:
+        pin = getattr(gpio, key)
+        allowed = "a BCM pin from 2 to 27 that no other [gpio] key uses" + (", not 2 or 3 (rtc = true)" if gpio.rtc else "")
+        if pin in ID_EEPROM_PINS:
+            raise ConfigError(source, f"gpio.{key}", f"BCM {pin} is reserved for HAT identification", allowed)
+        if gpio.rtc and pin in I2C_PINS:
+            raise ConfigError(source, f"gpio.{key}", f"BCM {pin} is an I2C pin, used by the real-time clock (gpio.rtc = true)",
+                              allowed)
+        if pin in seen:
+            raise ConfigError(source, f"gpio.{key}", f"BCM {pin} is already gpio.{seen[pin]}", allowed)
+        seen[pin] = key
 
 
 def _build_section(section, cls, values, source, base_dir):

@@ -111,3 +111,21 @@ def test_config_show_prints_the_effective_config_with_defaults(tmp_path, capsys)
     assert main(["config", "show", str(write(tmp_path, "[camera]\nfps = 1\n"))]) == 0
     out = capsys.readouterr().out
     assert "fps = 1.0" in out and 'when_full = "stop"' in out and "jpeg_quality = 90" in out
+
+
+@pytest.mark.parametrize("text, key, problem", [
+    ("[gpio]\nkeep_led = 17\n", "gpio.keep_led", "BCM 17 is already gpio.status_led"),
+    ("[gpio]\noffload_button = 5\n", "gpio.offload_button", "BCM 5 is already gpio.pause_button"),
+    ("[gpio]\nwarning_led = 40\n", "gpio.warning_led", "40 is out of range"),
+    ("[gpio]\nstatus_led = 0\n", "gpio.status_led", "reserved for HAT identification"),
+    ("[gpio]\nrtc = true\nstatus_led = 3\n", "gpio.status_led", "I2C pin, used by the real-time clock"),
+])
+def test_a_pin_used_twice_missing_or_reserved_is_an_error_naming_the_key(tmp_path, text, key, problem):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value).startswith(f"{path}: {key}: ") and problem in str(error.value)
+
+
+def test_the_i2c_pins_are_free_for_leds_when_there_is_no_clock(tmp_path):
+    assert load_config(write(tmp_path, "[gpio]\nstatus_led = 2\nkeep_led = 3\n")).gpio.status_led == 2

@@ -9,6 +9,7 @@ import pytest
 
 from appliance.cli import build_parser
 from appliance.config import reference_markdown
+from appliance.indicator import vocabulary_markdown
 from conftest import REPO
 
 README = (REPO / "README.md").read_text()
@@ -18,6 +19,12 @@ def test_the_readme_config_reference_is_the_one_generated_from_the_dataclasses()
     block = re.search(r"<!-- config-reference:[^\n]*-->\n(.*?)<!-- end config-reference -->", README, re.S)
     assert block, "README.md lost its config-reference markers"
     assert block.group(1) == reference_markdown(), "run `appliance config reference` and paste it into README.md"
+
+
+def test_the_readme_led_table_is_the_one_the_code_plays():
+    block = re.search(r"<!-- led-vocabulary:[^\n]*-->\n(.*?)<!-- end led-vocabulary -->", README, re.S)
+    assert block, "README.md lost its led-vocabulary markers"
+    assert block.group(1) == vocabulary_markdown()
 
 
 def _commands(parser, prefix=()):

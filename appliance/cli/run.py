@@ -78,6 +78,8 @@ def demo_command(args) -> int:
         storage={"data_dir": str(data.resolve())},
         status={"runtime_dir": str(runtime)},
         web={"host": "127.0.0.1", "port": args.port, "password": args.password or ""},
+        # A laptop has no GPIO: gpiozero's mock pins stand in, and the status shows what the LEDs do.
+        gpio={"enabled": "on", "pin_factory": "mock", "fault_display_s": 0.0},
     )
     print(f"appliance demo: photos {args.images}, model {model}\n"
           f"  kept images and database: {data}\n  live status: {runtime / 'status.json'}", file=sys.stderr)

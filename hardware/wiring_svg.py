@@ -1,0 +1,358 @@
+"""Draw wiring.svg: the 40-pin header, each used pin's labelled wire to its part, and a legend.
+
+Plain SVG with presentation attributes only (no CSS, no script), written attribute by attribute in
+a fixed order, so the same wiring always gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from dataclasses import dataclass
+from xml.sax.saxutils import escape, quoteattr
+
+from appliance.config import ID_EEPROM_PINS, GpioConfig
+from wiring import ALT_FUNCTIONS, HEADER, Part, Wiring, ohm_text, pin_name, row, side_of, wiring
+
+FONT = "DejaVu Sans, Verdana, Arial, Helvetica, sans-serif"
+MONO = "DejaVu Sans Mono, Menlo, Consolas, monospace"
+INK = "#1a1a1a"
+MUTED = "#5f5f5f"
+WIRE = "#333333"
+USED_RING = "#1f6fd1"
+LED_FILLS = {"red": "#d62728", "green": "#2ca02c", "white": "#ffffff"}
+PIN_STYLE = {  # pin name → (fill, number colour)
+    "3V3": ("#ff9f1c", INK), "5V": ("#d62728", "#ffffff"), "GND": ("#111111", "#ffffff"),
+    "GPIO": ("#e6e6e6", INK), "ID": ("#9a9a9a", INK),
+}
+
+MARGIN = 24
+TOP = 124  # y of header row 1
+ROW = 36  # header rows, drawn larger than the real 2.54 mm so that each row can carry a label
+PIN_R = 11
+COLUMN_GAP = 34  # between the centres of the odd and the even column
+RAIL_D = 430  # how far out from the header the ground rail runs
+LABEL_D = 16  # where a wire's label starts
+RESISTOR_D = (122, 166)
+LED_D = (206, 224)
+BUTTON_D = (188, 232)
+PART_LABEL_D = 330
+RTC_D = (118, 350)
+SIDE_EXTENT_WITH_PARTS = RAIL_D + 40
+SIDE_EXTENT_LABELS_ONLY = 96
+LEGEND_WIDTH = 360
+
+
+class _Svg:
+    """A list of SVG elements; attributes are written in the order given, so output is stable."""
+
+    def __init__(self):
+        self.items: list[str] = []
+
+    def add(self, tag: str, text: str | None = None, **attrs) -> None:
+        self.items.append(_element(tag, text, attrs))
+
+    def text(self, x, y, content, *, size=12, anchor="start", weight=None, fill=INK, family=FONT, **attrs):
+        extra = {"font-weight": weight} if weight else {}
+        self.add("text", content, x=x, y=y, **{"font-family": family, "font-size": size, "text-anchor": anchor,
+                                                 "fill": fill}, **extra, **attrs)
+
+    def line(self, x1, y1, x2, y2, *, stroke=WIRE, width=2, dashed=False, **attrs):
+        dash = {"stroke-dasharray": "6 4"} if dashed else {}
+        self.add("line", x1=x1, y1=y1, x2=x2, y2=y2, stroke=stroke, **{"stroke-width": width},
+                 **{"stroke-linecap": "round"}, **dash, **attrs)
+
+    def open(self, tag: str, **attrs) -> None:
+        self.items.append(_element(tag, None, attrs, is_open=True))
+
+    def close(self, tag: str) -> None:
+        self.items.append(f"</{tag}>")
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}".rstrip("0").rstrip(".")
+    return str(value)
+
+
+def _element(tag, text, attrs, is_open=False) -> str:
+    attributes = "".join(f" {name.replace('_', '-')}={quoteattr(_fmt(value))}" for name, value in attrs.items())
+    if is_open:
+        return f"<{tag}{attributes}>"
+    if text is None:
+        return f"<{tag}{attributes}/>"
+    return f"<{tag}{attributes}>{escape(text)}</{tag}>"
+
+
+@dataclass(frozen=True)
+class _Layout:
+    left_x: float  # centre of the odd column
+    right_x: float  # centre of the even column
+
+    def x(self, side: str, d: float) -> float:
+        """The x that lies ``d`` px out from the header's edge on ``side``."""
+        return self.left_x - PIN_R - d if side == "left" else self.right_x + PIN_R + d
+
+    @staticmethod
+    def y(pin: int) -> float:
+        return TOP + (row(pin) - 1) * ROW
+
+    @staticmethod
+    def outward(side: str) -> str:
+        """The text-anchor that makes text grow away from the header on ``side``."""
+        return "end" if side == "left" else "start"
+
+
+def wiring_svg(gpio: GpioConfig | None = None) -> str:
+    """The whole of hardware/wiring.svg for ``gpio`` (the code's defaults when None)."""
+    gpio = gpio or GpioConfig()
+    w = wiring(gpio)
+    sides_with_parts = {side_of(pin) for part in w.parts for _, pin in part.terminals}
+    extent = {side: SIDE_EXTENT_WITH_PARTS if side in sides_with_parts else SIDE_EXTENT_LABELS_ONLY
+              for side in ("left", "right")}
+    left_x = MARGIN + extent["left"] + PIN_R
+    layout = _Layout(left_x, left_x + COLUMN_GAP)
+    legend_x = layout.right_x + PIN_R + extent["right"] + 20
+    header_bottom = TOP + 19 * ROW
+    svg = _Svg()
+    _draw_title(svg)
+    _draw_header_body(svg, layout)
+    for part in w.parts:
+        {"led": _draw_led, "button": _draw_button, "rtc": _draw_rtc}[part.kind](svg, layout, part)
+    for side, pin in w.ground_pins.items():
+        _draw_rail(svg, layout, side, pin, w)
+    _draw_pins(svg, layout, w)
+    legend_bottom = _draw_legend(svg, legend_x, TOP - 14, w)
+    width = legend_x + LEGEND_WIDTH + MARGIN
+    footer_y = max(header_bottom + 48, legend_bottom + 30)
+    svg.text(MARGIN, footer_y, "Generated by hardware/make_docs.py from appliance.config.GpioConfig defaults; "
+             "pinmap.md has the same table.", size=11, fill=MUTED)
+    height = footer_y + MARGIN
+    head = ['<?xml version="1.0" encoding="UTF-8"?>',
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{_fmt(width)}" height="{_fmt(height)}" '
+            f'viewBox="0 0 {_fmt(width)} {_fmt(height)}" role="img" aria-labelledby="title desc">',
+            _element("title", "Wiring diagram: LEDs, buttons and the optional real-time clock", {"id": "title"}),
+            _element("desc", "The Raspberry Pi 40-pin header, each used pin joined by a labelled wire to its "
+                     "part: " + "; ".join(_describe(part) for part in w.parts) + ".", {"id": "desc"}),
+            _element("rect", None, {"x": 0, "y": 0, "width": _fmt(width), "height": _fmt(height), "fill": "#ffffff"})]
+    return "\n".join(head + svg.items + ["</svg>", ""])
+
+
+def _describe(part: Part) -> str:
+    pins = ", ".join(f"{terminal} to physical pin {pin}" for terminal, pin in part.terminals)
+    if part.kind == "led":
+        return f"{part.name} ({part.colour}) on physical pin {part.signal_pin} through {part.resistor_ohm} Ω"
+    if part.kind == "button":
+        return f"{part.name} on physical pin {part.signal_pin}, to ground"
+    return f"{part.name}: {pins}"
+
+
+def _draw_title(svg: _Svg) -> None:
+    svg.text(MARGIN, 36, "Wiring: three LEDs, two buttons and an optional clock on the 40-pin header",
+             size=19, weight="bold")
+    svg.text(MARGIN, 60, "Header seen from above, with the board turned so that the header runs down its "
+             "right-hand edge (USB and Ethernet at the bottom on a Pi 4 or 5).", size=12.5, fill=INK)
+    svg.text(MARGIN, 78, "Circles are physical pin numbers, pin 1 (the square pad) at the top left; "
+             "GPIOn is the BCM number that appliance.toml uses.", size=12.5, fill=INK)
+
+
+def _draw_header_body(svg: _Svg, layout: _Layout) -> None:
+    pad = PIN_R + 7
+    svg.add("rect", x=layout.left_x - pad, y=TOP - pad, width=layout.right_x - layout.left_x + 2 * pad,
+            height=19 * ROW + 2 * pad, rx=5, fill="#2f2f2f")
+
+
+def _pin_style(pin: int) -> tuple[str, str]:
+    name = HEADER[pin]
+    if isinstance(name, int):
+        return PIN_STYLE["ID" if name in ID_EEPROM_PINS else "GPIO"]
+    return PIN_STYLE[name]
+
+
+def _draw_pins(svg: _Svg, layout: _Layout, w: Wiring) -> None:
+    used = set(w.used_pins())
+    for pin in HEADER:
+        side = side_of(pin)
+        x, y = (layout.left_x if side == "left" else layout.right_x), layout.y(pin)
+        fill, ink = _pin_style(pin)
+        ring = {"stroke": USED_RING, "stroke-width": 3} if pin in used else {"stroke": "#777777", "stroke-width": 1}
+        if pin == 1:
+            svg.add("rect", x=x - PIN_R, y=y - PIN_R, width=2 * PIN_R, height=2 * PIN_R, fill=fill, **ring)
+        else:
+            svg.add("circle", cx=x, cy=y, r=PIN_R, fill=fill, **ring)
+        svg.text(x, y + 3.5, str(pin), size=10, anchor="middle", weight="bold", fill=ink)
+        if pin not in used:
+            label = pin_name(pin)
+            if isinstance(HEADER[pin], int) and HEADER[pin] in ALT_FUNCTIONS:
+                label += f" {ALT_FUNCTIONS[HEADER[pin]]}"
+            svg.text(layout.x(side, 8), y + 4, label, size=11, anchor=layout.outward(side), fill=MUTED)
+
+
+def _wire_label(pin: int, part: Part | None = None) -> str:
+    name = pin_name(pin)
+    bcm = HEADER[pin]
+    if isinstance(bcm, int) and bcm in ALT_FUNCTIONS and part is not None and part.kind == "rtc":
+        name += f" {ALT_FUNCTIONS[bcm]}"
+    return name
+
+
+def _open_wire(svg: _Svg, pin: int, title: str) -> None:
+    svg.open("g", id=f"wire-pin-{pin}")
+    svg.add("title", title)
+
+
+def _draw_led(svg: _Svg, layout: _Layout, part: Part) -> None:
+    pin, side = part.signal_pin, side_of(part.signal_pin)
+    x, y = layout.x, layout.y(pin)
+    _open_wire(svg, pin, f"Physical pin {pin} ({pin_name(pin)}) → {part.resistor_ohm} Ω → {part.name} "
+                         f"({part.colour}) → GND rail")
+    r0, r1 = RESISTOR_D
+    l0, l1 = LED_D
+    svg.line(x(side, -PIN_R), y, x(side, r0), y)
+    svg.line(x(side, r1), y, x(side, l0), y)
+    svg.line(x(side, l1), y, x(side, RAIL_D), y)
+    svg.text(x(side, LABEL_D), y - 7, _wire_label(pin), anchor=layout.outward(side), weight="bold")
+    # resistor
+    svg.add("rect", x=min(x(side, r0), x(side, r1)), y=y - 6, width=r1 - r0, height=12, fill="#ffffff",
+            stroke=INK, **{"stroke-width": 1.5})
+    svg.text((x(side, r0) + x(side, r1)) / 2, y - 11, ohm_text(part.resistor_ohm), size=11.5, anchor="middle")
+    # LED: a triangle pointing the way current flows (away from the pin), then the cathode bar
+    xa, xk = x(side, l0), x(side, l1)
+    svg.add("polygon", points=f"{_fmt(xa)},{_fmt(y - 9)} {_fmt(xa)},{_fmt(y + 9)} {_fmt(xk)},{_fmt(y)}",
+            fill=LED_FILLS.get(part.colour, "#ffffff"), stroke=INK, **{"stroke-width": 1.5,
+                                                                       "stroke-linejoin": "round"})
+    svg.line(xk, y - 9, xk, y + 9, stroke=INK, width=2.5)
+    for offset in (0, 7):  # light coming out
+        _arrow(svg, x(side, l0 + 3 + offset), y - 11, x(side, l0 + 8 + offset), y - 17)
+    svg.text(x(side, PART_LABEL_D), y - 7, f"{part.name}, {part.colour}", anchor="middle")
+    _junction(svg, x(side, RAIL_D), y)
+    svg.close("g")
+
+
+def _draw_button(svg: _Svg, layout: _Layout, part: Part) -> None:
+    pin, side = part.signal_pin, side_of(part.signal_pin)
+    x, y = layout.x, layout.y(pin)
+    _open_wire(svg, pin, f"Physical pin {pin} ({pin_name(pin)}) → {part.name} → GND rail; {part.does}")
+    b0, b1 = BUTTON_D
+    svg.line(x(side, -PIN_R), y, x(side, b0), y)
+    svg.line(x(side, b1), y, x(side, RAIL_D), y)
+    svg.text(x(side, LABEL_D), y - 7, _wire_label(pin), anchor=layout.outward(side), weight="bold")
+    for d in (b0, b1):
+        svg.add("circle", cx=x(side, d), cy=y, r=3.5, fill="#ffffff", stroke=INK, **{"stroke-width": 1.5})
+    mid = (b0 + b1) / 2
+    svg.line(x(side, b0 - 3), y - 9, x(side, b1 + 3), y - 9, stroke=INK, width=2)
+    svg.line(x(side, mid), y - 9, x(side, mid), y - 16, stroke=INK, width=1.5)
+    svg.line(x(side, mid - 6), y - 16, x(side, mid + 6), y - 16, stroke=INK, width=1.5)
+    svg.text(x(side, PART_LABEL_D), y - 7, part.name, anchor="middle")
+    _junction(svg, x(side, RAIL_D), y)
+    svg.close("g")
+
+
+def _draw_rtc(svg: _Svg, layout: _Layout, part: Part) -> None:
+    side = side_of(part.signal_pin)
+    x = layout.x
+    rows = [layout.y(pin) for _, pin in part.terminals]
+    top, bottom = min(rows) - 17, max(rows) + 13
+    d0, d1 = RTC_D
+    dashed = part.is_optional
+    svg.add("rect", x=min(x(side, d0), x(side, d1)), y=top, width=d1 - d0, height=bottom - top, rx=4,
+            fill="#f3f7fd", stroke=INK, **{"stroke-width": 1.5}, **({"stroke-dasharray": "6 4"} if dashed else {}))
+    centre, middle = x(side, (d0 + d1) / 2 + 22), (top + bottom) / 2
+    svg.text(centre, middle - 22, "DS3231", size=13, anchor="middle", weight="bold")
+    svg.text(centre, middle - 6, "real-time clock", size=12, anchor="middle")
+    svg.text(centre, middle + 12, "optional:" if dashed else "in use:", size=11, anchor="middle", fill=MUTED)
+    svg.text(centre, middle + 27, "gpio.rtc = true", size=11, anchor="middle", family=MONO)
+    for terminal, pin in part.terminals:
+        y = layout.y(pin)
+        _open_wire(svg, pin, f"Physical pin {pin} ({pin_name(pin)}) → DS3231 {terminal}"
+                   + (" (optional: gpio.rtc = true)" if dashed else ""))
+        svg.line(x(side, -PIN_R), y, x(side, d0), y, dashed=dashed)
+        svg.text(x(side, LABEL_D), y - 7, _wire_label(pin, part), anchor=layout.outward(side), weight="bold")
+        svg.text(x(side, d0 + 8), y + 4, terminal, size=11, anchor=layout.outward(side), family=MONO)
+        svg.close("g")
+
+
+def _draw_rail(svg: _Svg, layout: _Layout, side: str, ground_pin: int, w: Wiring) -> None:
+    x = layout.x
+    members = [layout.y(p.signal_pin) for p in w.parts if p.kind != "rtc" and side_of(p.signal_pin) == side]
+    y = layout.y(ground_pin)
+    top, bottom = min(members + [y]), max(members + [y])
+    _open_wire(svg, ground_pin, f"Physical pin {ground_pin} (GND) → the GND rail")
+    svg.line(x(side, -PIN_R), y, x(side, RAIL_D), y, stroke=INK, width=2.5)
+    svg.text(x(side, LABEL_D), y - 7, "GND", anchor=layout.outward(side), weight="bold")
+    svg.text(x(side, PART_LABEL_D), y - 7, "to the GND rail", anchor="middle")
+    svg.close("g")
+    svg.line(x(side, RAIL_D), top, x(side, RAIL_D), bottom, stroke=INK, width=3)
+    _junction(svg, x(side, RAIL_D), y)
+    rx, ry = x(side, RAIL_D + 16), (top + bottom) / 2
+    svg.text(rx, ry, "GND rail", size=12, anchor="middle", weight="bold",
+             transform=f"rotate({-90 if side == 'left' else 90} {_fmt(rx)} {_fmt(ry)})")
+
+
+def _arrow(svg: _Svg, x1: float, y1: float, x2: float, y2: float) -> None:
+    svg.line(x1, y1, x2, y2, stroke=INK, width=1.2)
+    angle = math.atan2(y2 - y1, x2 - x1)
+    head = [(x2 - 4.5 * math.cos(angle + turn), y2 - 4.5 * math.sin(angle + turn)) for turn in (0.5, -0.5)]
+    svg.add("polygon", points=" ".join(f"{_fmt(px)},{_fmt(py)}" for px, py in [(x2, y2), *head]), fill=INK)
+
+
+def _junction(svg: _Svg, x: float, y: float) -> None:
+    svg.add("circle", cx=x, cy=y, r=3.5, fill=INK)
+
+
+def _draw_legend(svg: _Svg, x0: float, y0: float, w: Wiring) -> float:
+    """The legend and wiring notes in a column from (x0, y0); returns the y it ends at."""
+    svg.text(x0, y0, "Legend", size=14, weight="bold")
+    y = y0 + 26
+    for key, label in (("3V3", "3.3 V power"), ("5V", "5 V power: never to a GPIO"), ("GND", "ground"),
+                       ("GPIO", "GPIO (3.3 V logic)"), ("ID", "HAT ID EEPROM: leave free")):
+        fill, ink = PIN_STYLE[key]
+        svg.add("circle", cx=x0 + 10, cy=y - 4, r=8, fill=fill, stroke="#777777", **{"stroke-width": 1})
+        svg.text(x0 + 28, y, label, size=12)
+        y += 22
+    svg.add("circle", cx=x0 + 10, cy=y - 4, r=8, fill=PIN_STYLE["GPIO"][0], stroke=USED_RING, **{"stroke-width": 3})
+    svg.text(x0 + 28, y, "a pin this appliance uses", size=12)
+    y += 30
+    svg.add("rect", x=x0, y=y - 10, width=22, height=10, fill="#ffffff", stroke=INK, **{"stroke-width": 1.5})
+    svg.text(x0 + 32, y, "resistor, its value above it", size=12)
+    y += 26
+    svg.add("polygon", points=f"{_fmt(x0 + 4)},{_fmt(y - 13)} {_fmt(x0 + 4)},{_fmt(y + 3)} {_fmt(x0 + 18)},{_fmt(y - 5)}",
+            fill="#ffffff", stroke=INK, **{"stroke-width": 1.5})
+    svg.line(x0 + 18, y - 13, x0 + 18, y + 3, stroke=INK, width=2.5)
+    svg.text(x0 + 32, y, "LED, filled with its colour; current flows", size=12)
+    svg.text(x0 + 32, y + 16, "toward the bar", size=12)
+    y += 40
+    svg.line(x0, y - 9, x0 + 22, y - 9, stroke=INK, width=2)
+    svg.line(x0 + 11, y - 9, x0 + 11, y - 15, stroke=INK, width=1.5)
+    svg.add("circle", cx=x0 + 2, cy=y - 1, r=3, fill="#ffffff", stroke=INK, **{"stroke-width": 1.5})
+    svg.add("circle", cx=x0 + 20, cy=y - 1, r=3, fill="#ffffff", stroke=INK, **{"stroke-width": 1.5})
+    svg.text(x0 + 32, y, "push button (normally open)", size=12)
+    y += 26
+    svg.line(x0, y - 4, x0 + 22, y - 4, dashed=True)
+    svg.text(x0 + 32, y, "optional part and its wires", size=12)
+    y += 34
+    svg.text(x0, y, "How to wire it", size=14, weight="bold")
+    y += 22
+    pins = sorted(w.ground_pins.values())
+    rails = f"one wire to physical pin {pins[0]}" if len(pins) == 1 else \
+        "one wire per row, to physical pins " + " and ".join(map(str, pins))
+    notes = [
+        "LED: the long leg (anode) goes toward the resistor and the pin; the short leg, on the flat side "
+        "of the rim, goes to the GND rail.",
+        "Resistor: either end, either way round; it may go on either side of the LED.",
+        "Buttons: any two legs that are joined when pressed (on a 4-leg tactile switch, two diagonal legs). "
+        "No resistor: the Pi's internal pull-up is used.",
+        f"GND rail: one strip on the perfboard, {rails}.",
+        "DS3231: power it from 3.3 V (pin 1), not 5 V. Then add dtoverlay=i2c-rtc,ds3231 to config.txt "
+        "and set gpio.rtc = true.",
+        "Everything at 3.3 V: a GPIO pin must never see 5 V.",
+    ]
+    for note in notes:
+        wrapped = textwrap.wrap(note, 52)
+        for i, line in enumerate(wrapped):
+            svg.text(x0 + (12 if i else 0), y, ("• " if i == 0 else "") + line, size=12)
+            y += 17
+        y += 5
+    return y
+
+

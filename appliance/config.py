@@ -85,6 +85,8 @@ class StorageConfig:
     jpeg_quality: int = _key(90, "JPEG quality of kept images.", min=10, max=100)
     thumbnail_px: int = _key(320, "Longest side of each thumbnail, in pixels.", min=32, max=2048)
     writer_queue: int = _key(8, "Keeps waiting to be written before new keeps are dropped (and counted).", min=1, max=1000)
+    after_offload: str = _key("keep", "After a USB offload: keep the images on the device, or delete those verified on the stick.",
+                              choices=("keep", "delete"))
 
 
 @dataclass(frozen=True)

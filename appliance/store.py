@@ -332,6 +332,11 @@ class Store:
                 (marked if cursor.rowcount else mismatched).append(capture_id)
         return marked, mismatched
 
+    def mark_offloaded(self, ids, when: str) -> None:
+        """Record that these captures are on a USB stick, verified there."""
+        with self._lock, self.db.conn:
+            self.db.conn.executemany("update captures set offloaded_at = ? where id = ?", [(when, i) for i in ids])
+
     def _update(self, capture_id, values) -> bool:
         with self._lock, self.db.conn:
             assignments = ", ".join(f"{column} = ?" for column in values)

@@ -1,0 +1,255 @@
+"""USB offload onto real filesystem images, loop-mounted: ext4 by the kernel, exFAT through FUSE
+(this kernel has neither vfat nor exfat; a Pi's kernel mounts all three itself). Needs root."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from appliance.config import Config, to_toml
+from appliance.export import export_name
+from appliance.offload import OffloadError, OffloadLock, offload, read_back_sha256, read_progress
+from appliance.stick import mounted
+from appliance.store import Store, metadata_comment
+from appliance.writer import encode_jpeg
+from conftest import REPO
+
+MKFS = {"ext4": ["mkfs.ext4", "-q", "-F"], "exfat": ["mkfs.exfat"]}
+HOST = "trailcam"
+
+if os.geteuid() != 0 or not shutil.which("losetup"):
+    pytest.skip("USB offload tests mount loop devices: they need root and losetup", allow_module_level=True)
+
+
+def make_image(path: Path, fstype: str, size_mb: int) -> Path:
+    with open(path, "wb") as f:
+        f.truncate(size_mb * 2**20)
+    if fstype:
+        subprocess.run([*MKFS[fstype], str(path)], check=True, capture_output=True)
+    return path
+
+
+@contextlib.contextmanager
+def loop_device(image: Path, read_only=False):
+    device = subprocess.run(["losetup", "-f", "--show", *(["-r"] if read_only else []), str(image)],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    try:
+        yield device
+    finally:
+        subprocess.run(["losetup", "-d", device], capture_output=True)
+
+
+@contextlib.contextmanager
+def stick(tmp_path, fstype="ext4", size_mb=64, name="stick", read_only=False):
+    """A freshly formatted stick, mounted the way the appliance mounts one."""
+    image = make_image(tmp_path / f"{name}.img", fstype, size_mb)
+    with loop_device(image, read_only) as device, mounted(device, tmp_path / "mnt") as point:
+        yield point
+
+
+def fill(store, count=40, kb=100):
+    """``count`` real keeps of roughly ``kb`` KB each (noise does not compress), several labels."""
+    labels = ("Ara macao (Scarlet Macaw)", "Bubo bubo (Eurasian Eagle-Owl)", "Poecile atricapillus")
+    rng = np.random.default_rng(7)
+    side = int((kb * 1000 / 1.33) ** 0.5)  # noise at quality 95 takes ~1.33 bytes a pixel
+    for i in range(count):
+        label = labels[i % 3]
+        record = {"captured_at": f"2026-11-{20 + i // 20:02d}T10:{i % 60:02d}:00.000Z", "clock_source": "ntp",
+                  "label": label, "score": 0.8, "top_k": json.dumps([[label, 0.8]]), "kind": "match",
+                  "reason": "match", "model_name": "inat-bird", "model_sha256": "ab" * 32, "backend": "cpu",
+                  "inference_ms": 8.0, "source": f"frame{i}.jpg", "width": side, "height": side}
+        image = Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8))
+        store.add(record, encode_jpeg(image, 95, metadata_comment(record)), b"thumb")
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store(tmp_path / "data")
+    fill(store)
+    yield store
+    store.close()
+
+
+def on_stick(point, row):
+    return point / HOST / export_name(row)
+
+
+def assert_marked_means_verified(store, point):
+    for row in store.rows("offloaded_at is not null"):
+        assert hashlib.sha256(on_stick(point, row).read_bytes()).hexdigest() == row["sha256"]
+
+
+@pytest.mark.parametrize("fstype", ["ext4", "exfat"])
+def test_every_item_is_copied_verified_and_marked_with_a_manifest_matching_the_database(tmp_path, store, fstype):
+    with stick(tmp_path, fstype) as point:
+        report = offload(store, point, HOST)
+        assert report.is_complete and report.copied == 40 and report.remaining == 0
+        rows = store.rows()
+        assert all(r["offloaded_at"] for r in rows)
+        assert_marked_means_verified(store, point)
+        (jsonl,) = (point / HOST).glob("manifest-*.jsonl")
+        manifest = [json.loads(line) for line in jsonl.read_text().splitlines()]
+        assert {m["id"]: (m["file"], m["sha256"], m["label"], m["kind"]) for m in manifest} == {
+            r["id"]: (export_name(r), r["sha256"], r["label"], r["kind"]) for r in rows}
+        csv_text = jsonl.with_suffix(".csv").read_text()
+        assert csv_text.startswith("file,sha256,bytes,captured_at,label,model_label,corrected_label,score,model,kind")
+        assert len(csv_text.splitlines()) == 41
+        assert not list(point.rglob("*.tmp"))
+
+
+def test_a_second_run_copies_nothing_already_on_the_stick(tmp_path, store):
+    with stick(tmp_path, "exfat") as point:
+        offload(store, point, HOST)
+        before = {p: p.stat().st_mtime_ns for p in (point / HOST).rglob("*.jpg")}
+        store.db.execute("update captures set offloaded_at = null")  # as if the marks were lost
+        store.db.conn.commit()
+        again = offload(store, point, HOST)
+        assert (again.copied, again.already_there, again.is_complete) == (0, 40, True)
+        assert {p: p.stat().st_mtime_ns for p in (point / HOST).rglob("*.jpg")} == before
+
+
+def test_labels_that_fat_and_exfat_forbid_become_safe_names_inside_the_appliances_folder(tmp_path, store):
+    nasty = ['Who: "me"? <yes> | no*', "trailing dots...", "../../escape", "  spaces  ", "ü" * 300, "CON"]
+    for capture_id, label in enumerate(nasty, start=1):
+        store.relabel(capture_id, label)
+    with stick(tmp_path, "exfat") as point:
+        (point / "keep-me.txt").write_text("the owner's file")
+        report = offload(store, point, HOST)
+        assert report.is_complete
+        assert_marked_means_verified(store, point)
+        assert sorted(p.name for p in point.iterdir()) == sorted([HOST, "keep-me.txt"])
+        assert (point / "keep-me.txt").read_text() == "the owner's file"
+
+
+def test_a_full_stick_takes_what_fits_and_a_second_offload_completes_the_rest(tmp_path, store):
+    with stick(tmp_path, "ext4", size_mb=2, name="small") as point:
+        first = offload(store, point, HOST)
+        assert first.stopped_because == "the stick is full"
+        assert 0 < first.copied < 40 and first.remaining == 40 - first.copied
+        assert first.remaining_bytes == sum(r["bytes"] for r in store.rows("offloaded_at is null"))
+        assert_marked_means_verified(store, point)
+        assert not list(point.rglob("*.tmp"))  # the copy cut short by the full stick left nothing
+    on_small_stick = {r["id"] for r in store.rows("offloaded_at is not null")}
+    with stick(tmp_path, "ext4", name="big") as point:
+        second = offload(store, point, HOST)
+        assert second.is_complete and second.copied == first.remaining
+        for row in store.rows():
+            if row["id"] not in on_small_stick:
+                assert hashlib.sha256(on_stick(point, row).read_bytes()).hexdigest() == row["sha256"]
+
+
+def test_a_stick_pulled_mid_copy_leaves_nothing_unverified_marked_and_the_next_offload_resumes(tmp_path, store):
+    image = make_image(tmp_path / "pulled.img", "exfat", 64)
+    with loop_device(image) as device, mounted(device, tmp_path / "mnt") as point:
+        def pull_after_ten(report, *_):
+            if report.verified == 10:  # the FUSE driver dies as the stick leaves: every access fails
+                subprocess.run(["pkill", "-KILL", "-f", f"mount.exfat-fuse.*{device}"], check=True)
+
+        report = offload(store, point, HOST, progress=pull_after_ten)
+    assert report.stopped_because and "removed" in report.stopped_because
+    marked = store.rows("offloaded_at is not null")
+    assert len(marked) == report.verified == 10
+    with loop_device(image) as device, mounted(device, tmp_path / "mnt") as point:
+        assert_marked_means_verified(store, point)
+        again = offload(store, point, HOST)
+        assert again.is_complete and again.verified == 30
+        assert_marked_means_verified(store, point)
+
+
+def test_a_vanished_mount_stops_the_offload_instead_of_filling_the_sd_card(tmp_path, store):
+    with stick(tmp_path, "ext4") as point:
+        def unmount_after_five(report, *_):
+            if report.verified == 5:
+                subprocess.run(["umount", "-l", str(point)], check=True)
+
+        report = offload(store, point, HOST, progress=unmount_after_five)
+        assert report.verified == 5 and "removed" in report.stopped_because
+        assert not (point / HOST).exists()  # nothing landed in the bare mount point
+
+
+def test_after_offload_delete_removes_only_what_was_verified(tmp_path, store):
+    with stick(tmp_path, "ext4", size_mb=2) as point:
+        report = offload(store, point, HOST, after_offload="delete")
+    assert report.deleted == report.verified > 0 and report.remaining > 0
+    left = store.rows()
+    assert len(left) == 40 - report.deleted and not any(r["offloaded_at"] for r in left)
+    assert all((store.data_dir / r["image_path"]).is_file() for r in left)
+
+
+def test_a_read_only_stick_is_refused_with_a_clear_message(tmp_path):
+    image = make_image(tmp_path / "ro.img", "ext4", 16)
+    with loop_device(image, read_only=True) as device:
+        with pytest.raises(OffloadError, match="read-only"):
+            with mounted(device, tmp_path / "mnt"):
+                pass
+
+
+def test_an_unformatted_or_unsupported_stick_is_refused_with_what_is_supported(tmp_path):
+    image = make_image(tmp_path / "blank.img", "", 8)
+    with loop_device(image) as device:
+        with pytest.raises(OffloadError, match="no filesystem.*FAT32 \\(vfat\\), exFAT or ext4"):
+            with mounted(device, tmp_path / "mnt"):
+                pass
+
+
+def test_a_stick_with_thousands_of_unrelated_files_is_fine_and_they_are_untouched(tmp_path, store):
+    with stick(tmp_path, "ext4") as point:
+        photos = point / "DCIM"
+        photos.mkdir()
+        for i in range(3000):
+            (photos / f"IMG_{i:04d}.txt").write_text(str(i))
+        before = {p: p.stat().st_mtime_ns for p in photos.iterdir()}
+        assert offload(store, point, HOST).is_complete
+        assert {p: p.stat().st_mtime_ns for p in photos.iterdir()} == before
+
+
+def test_only_one_offload_runs_at_a_time(tmp_path):
+    with OffloadLock(tmp_path):
+        with pytest.raises(OffloadError, match="already running"):
+            with OffloadLock(tmp_path):
+                pass
+
+
+def test_read_back_comes_from_the_stick_not_from_memory(tmp_path):
+    with stick(tmp_path, "ext4") as point:
+        path = point / "x.bin"
+        path.write_bytes(os.urandom(1 << 20))
+        os.sync()
+        assert read_back_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_the_offload_command_mounts_the_device_copies_and_reports_progress(tmp_path, store):
+    config = Config().replace(storage={"data_dir": str(store.data_dir)}, status={"runtime_dir": str(tmp_path / "run")})
+    (tmp_path / "appliance.toml").write_text(to_toml(config))
+    image = make_image(tmp_path / "cli.img", "ext4", 64)
+    with loop_device(image) as device:
+        result = subprocess.run([sys.executable, "-m", "appliance", "offload", "--config", str(tmp_path / "appliance.toml"),
+                                 "--device", device], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert "40 images verified on the stick" in result.stdout
+        progress = read_progress(tmp_path / "run")
+        assert progress["state"] == "done" and progress["items_done"] == 40 and progress["remaining"] == 0
+        assert not list((tmp_path / "run" / "mnt").glob("*"))  # unmounted and tidied
+    assert all(r["offloaded_at"] for r in store.rows())
+
+
+def test_offload_to_a_folder_by_hand(tmp_path, store):
+    config = Config().replace(storage={"data_dir": str(store.data_dir)}, status={"runtime_dir": str(tmp_path / "run")})
+    (tmp_path / "appliance.toml").write_text(to_toml(config))
+    result = subprocess.run([sys.executable, "-m", "appliance", "offload", "--config", str(tmp_path / "appliance.toml"),
+                             "--to", str(tmp_path / "folder")], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "folder").rglob("*.jpg"))) == 40

@@ -6,8 +6,10 @@ backends.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import subprocess
+import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -16,12 +18,15 @@ from appliance import indicator, retention
 from appliance.cameras import open_camera
 from appliance.catalog import load_catalog
 from appliance.classifier import Classifier
-from appliance.config import Config
+from appliance.config import Config, to_toml
 from appliance.control import CONTROL_SOCKET, ControlServer
 from appliance.errors import AcceleratorMissing, ApplianceError, CameraError, ModelError, RuntimeMissing, StorageError
 from appliance.gpio import open_panel
 from appliance.panel import Actions, PanelController
 from appliance.loop import Loop
+from appliance.offload import is_offload_running, read_progress
+from appliance.stick import find_stick
+from appliance import stick
 from appliance.policy import KeepRule, Policy
 from appliance.sdnotify import Notifier
 from appliance.status import LoopStats, StatusReporter
@@ -30,15 +35,9 @@ from appliance.writer import ModelInfo, Writer, thumbnail_of_file
 
 log = logging.getLogger(__name__)
 
-USB_BY_ID = Path("/dev/disk/by-id")
 # Which fault each error shows on the red LED (indicator.FAULT_CODES).
 FAULTS = ((CameraError, "no-camera"), (AcceleratorMissing, "coral-missing"), (ModelError, "model"),
           (RuntimeMissing, "model"), (StorageError, "storage"))
-
-
-def usb_stick_present(by_id: Path = USB_BY_ID) -> bool:
-    """A USB storage device is plugged in (udev lists it as /dev/disk/by-id/usb-…)."""
-    return any(by_id.glob("usb-*"))
 
 
 def _power_off() -> None:
@@ -56,7 +55,7 @@ class Appliance:
     """
 
     def __init__(self, config: Config, camera=None, notifier=None, offload=None, power_off=None,
-                 usb_by_id=USB_BY_ID, pin_factory=None):
+                 usb_by_id=stick.USB_BY_ID, pin_factory=None):
         self.config = config
         self.notifier = notifier or Notifier()
         self.offload = offload
@@ -165,14 +164,16 @@ class Appliance:
         time.sleep(self.config.gpio.fault_display_s)
 
     def _panel_actions(self) -> Actions:
+        runtime = self.config.status.runtime_dir
         return Actions(loop_state=lambda: self.loop.state, kept=lambda: self.writer.kept,
+                       offload_state=lambda: (read_progress(runtime) or {}).get("state"),
                        storage=self.storage_level,
                        fault=lambda: "coral-missing" if self.classifier.accelerator.is_degraded else None,
                        pause=lambda: self.loop.pause(), resume=lambda: self.loop.resume(),
                        shutdown=self.request_shutdown, offload=self._offload_button)
 
     def _offload_button(self) -> str:
-        if not usb_stick_present(self.usb_by_id):
+        if find_stick(self.usb_by_id) is None:
             return "no-stick"
         try:
             self._offload({"trigger": "button"})
@@ -200,9 +201,28 @@ class Appliance:
         return {"state": self.loop.state, "is_paused": self.loop.is_paused}
 
     def _offload(self, args: dict) -> dict:
-        if self.offload is None:
-            raise ApplianceError("USB offload is not set up on this appliance")
-        return self.offload(args)
+        return (self.offload or self._start_offload)(args)
+
+    def _start_offload(self, _args: dict) -> dict:
+        """Start ``appliance offload`` for the stick that is plugged in, in its own process: under
+        systemd as appliance-offload@DEV.service (which may mount), elsewhere as a child process."""
+        device = find_stick(self.usb_by_id)
+        if device is None:
+            raise ApplianceError("no USB stick is plugged in (FAT32, exFAT or ext4)")
+        runtime = Path(self.config.status.runtime_dir)
+        if (read_progress(runtime) or {}).get("state") == "running" and is_offload_running(runtime):
+            raise ApplianceError("an offload is already running")
+        if os.environ.get("INVOCATION_ID"):  # run by systemd: the unit has the privileges to mount
+            subprocess.run(["systemctl", "start", "--no-block", f"appliance-offload@{Path(device).name}.service"],
+                           check=True, capture_output=True)
+        else:
+            config_path = runtime / "offload.toml"
+            config_path.write_text(to_toml(self.config))
+            subprocess.Popen([sys.executable, "-m", "appliance", "offload", "--config", str(config_path),
+                              "--device", device], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+        log.info("offload of %s started", device)
+        return {"started": True, "device": device}
 
     def status(self) -> dict:
         """The live status snapshot (see status.py)."""

@@ -246,6 +246,15 @@ class OffloadLock:
         os.close(self._fd)
 
 
+def is_offload_running(runtime_dir: Path) -> bool:
+    """Another process holds the offload lock."""
+    try:
+        with OffloadLock(runtime_dir):
+            return False
+    except OffloadError:
+        return True
+
+
 class ProgressFile:
     """Live offload progress in the runtime dir (tmpfs) for the page and the LEDs."""
 

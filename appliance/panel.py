@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.05  # how often the appliance's state is looked at: a keep's flash starts this soon
 _MODES = {"starting": "booting", "running": "watching", "paused": "paused", "stopped": "stopping"}
+_OFFLOAD_EVENTS = {"running": "started", "done": "done", "failed": "failed"}
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Actions:
     resume: Callable[[], None]
     shutdown: Callable[[], None]  # stop the loop, drain, close, power off: returns at once
     offload: Callable[[], str]  # "started", "no-stick" or "failed"
+    offload_state: Callable[[], str | None] = lambda: None  # the offload process's progress: running, done, failed
 
 
 class PanelController:
@@ -47,11 +49,13 @@ class PanelController:
         self.clock = clock
         self.state = indicator.IndicatorState()
         self._kept = 0
+        self._offload_state = None  # set at start: an old "done" in the progress file is not news
         self._is_held = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="panel", daemon=True)
 
     def start(self) -> None:
+        self._offload_state = self.actions.offload_state()
         self._show()
         self._thread.start()
 
@@ -109,6 +113,11 @@ class PanelController:
         if kept != self._kept:
             self._kept = kept
             self._event("kept")
+        offload_state = self.actions.offload_state()
+        if offload_state != self._offload_state:
+            self._offload_state = offload_state
+            if offload_state in _OFFLOAD_EVENTS:
+                self._event("offload", _OFFLOAD_EVENTS[offload_state])
         for name, value in (("storage", self.actions.storage()), ("fault", self.actions.fault())):
             if getattr(self.state, name) != value:
                 self._event(name, value)

@@ -246,12 +246,14 @@ class Running:
             raise self.error
 
 
-def test_pausing_a_running_appliance_stops_classification_but_not_the_camera(make_config):
+def test_pausing_a_running_appliance_stops_classification_but_not_the_camera(make_config, tmp_path):
     config = make_config(camera={"replay_loop": True, "fps": 50.0})
     runtime = config.status.runtime_dir
     socket_path = Path(runtime) / CONTROL_SOCKET
     client = ControlClient(socket_path)
-    with Appliance(config) as appliance, Running(appliance) as running:
+    no_sticks = tmp_path / "by-id"
+    no_sticks.mkdir()
+    with Appliance(config, usb_by_id=no_sticks) as appliance, Running(appliance) as running:
         stats = appliance.stats
         _wait_until(lambda: running.error is not None or (stats.classified > 0 and socket_path.exists()),
                     "the loop classifies and the control socket is up")
@@ -275,7 +277,7 @@ def test_pausing_a_running_appliance_stops_classification_but_not_the_camera(mak
         _wait_until(lambda: stats.classified > classified, "classification resumes")
         assert appliance.status()["state"] == "running"
 
-        with pytest.raises(ApplianceError, match="^USB offload is not set up on this appliance$"):
+        with pytest.raises(ApplianceError, match="^no USB stick is plugged in"):
             client.send("offload")
     assert running.error is None
     assert not socket_path.exists()

@@ -253,3 +253,48 @@ def test_offload_to_a_folder_by_hand(tmp_path, store):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert len(list((tmp_path / "folder").rglob("*.jpg"))) == 40
+
+
+def test_the_offload_button_offloads_a_running_appliances_keeps_to_the_stick_and_the_leds_follow(tmp_path, make_config):
+    import threading
+    import time
+
+    from gpiozero.pins.mock import MockFactory
+
+    from appliance.app import Appliance
+    from appliance.config import GpioConfig
+
+    image = make_image(tmp_path / "button.img", "ext4", 64)
+    by_id = tmp_path / "by-id"
+    by_id.mkdir()
+    factory = MockFactory()
+    config = make_config(camera={"replay_loop": True, "fps": 20.0}, gpio={"enabled": "on"})
+    with loop_device(image) as device:
+        (by_id / "usb-Test_Stick_0001-0:0-part1").symlink_to(device)  # what udev makes for a stick
+        appliance = Appliance(config, pin_factory=factory, usb_by_id=by_id)
+        thread = threading.Thread(target=appliance.run, daemon=True)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 30
+            while appliance.writer.kept < 4:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            button = factory.pin(GpioConfig().offload_button)
+            button.drive_low()
+            time.sleep(0.1)
+            button.drive_high()
+            while (read_progress(config.status.runtime_dir) or {}).get("state") != "done":
+                assert time.monotonic() < deadline + 60, read_progress(config.status.runtime_dir)
+                time.sleep(0.02)
+            time.sleep(0.2)
+            assert appliance.panel_controller.describe()["status"] == "steady"  # offload done
+            offloaded = appliance.store.rows("offloaded_at is not null")
+            assert len(offloaded) >= 4
+        finally:
+            appliance.stop()
+            thread.join(30)
+            appliance.close()
+        with mounted(device, tmp_path / "check") as point:
+            for row in offloaded:
+                hostname = Path(read_progress(config.status.runtime_dir)["dest"]).name
+                assert hashlib.sha256((point / hostname / export_name(row)).read_bytes()).hexdigest() == row["sha256"]

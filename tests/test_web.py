@@ -195,8 +195,11 @@ def test_the_live_status_reports_a_running_loop_from_its_status_file(client, set
     now = datetime.now(timezone.utc).timestamp()
     (config.status.runtime_dir and open(f"{config.status.runtime_dir}/status.json", "w")).write(
         json.dumps({"state": "running", "updated_at": now, "fps": 4.5}))
+    (config.status.runtime_dir and open(f"{config.status.runtime_dir}/offload.json", "w")).write(
+        json.dumps({"state": "running", "items_done": 3, "items_total": 9}))
     status = client.get("/api/v1/status").json
     assert status["is_loop_running"] is True and status["loop"]["fps"] == 4.5
+    assert status["offload"] == {"state": "running", "items_done": 3, "items_total": 9}
 
 
 def test_controls_reach_the_loop_over_its_socket(client, loop_socket):

@@ -9,6 +9,7 @@ from pathlib import Path
 from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, request, url_for
 
 from appliance.errors import ApplianceError, LoopNotRunning
+from appliance.offload import read_progress
 from appliance.status import read_status
 from appliance.web import deps
 
@@ -30,6 +31,7 @@ def live_status() -> dict:
     return {
         "loop": loop, "is_loop_running": is_running,
         "items": store.count(), "free_bytes": store.free_bytes(),
+        "offload": read_progress(config.status.runtime_dir),
         "cpu_temperature_c": cpu_temperature_c(),
         "device_uptime_s": device_uptime_s(),
     }

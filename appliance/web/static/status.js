@@ -57,6 +57,17 @@
     warning.hidden = !(level === "low" || level === "full");
     warning.textContent = level === "full" ? "Storage is full: keeping has stopped. Offload, sync or delete images."
       : "Storage is nearly full.";
+    const offload = status.offload;
+    if (offload) {
+      const el = document.getElementById("offload");
+      if (offload.state === "running") {
+        el.textContent = "copying " + (offload.items_done || 0) + " of " + (offload.items_total || "?") + " · " +
+          bytes(offload.rate_bytes_s) + "/s" + (offload.eta_s != null ? " · " + Math.ceil(offload.eta_s) + " s left" : "");
+      } else {
+        el.textContent = (offload.state === "done" ? "done: " : "failed: ") + (offload.message || "");
+      }
+      el.className = offload.state === "failed" ? "warning" : "";
+    }
     const tbody = document.querySelector("#reasons tbody");
     const counts = (status.loop && status.loop.frames && status.loop.frames.by_reason) || {};
     tbody.replaceChildren(...Object.entries(counts).sort((a, b) => b[1] - a[1]).map(([reason, n]) => {

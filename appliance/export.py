@@ -24,6 +24,7 @@ MANIFEST_FIELDS = ("file", "sha256", "bytes", "captured_at", "label", "model_lab
                    "score", "model", "kind", "source", "id")
 _CHUNK = 256 * 1024
 _UNSAFE = set('/\\\0:*?"<>|')
+_WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 
 
 def effective_label(row) -> str:
@@ -31,11 +32,13 @@ def effective_label(row) -> str:
 
 
 def label_dirname(label: str, limit: int = 100) -> str:
-    """A folder name for a label that is safe on ext4, FAT and exFAT: no separators, no control or
-    reserved characters, no leading dot or trailing dot/space."""
+    """A folder name for a label that is safe on ext4, FAT and exFAT, and that Windows can open: no
+    separators, no control or reserved characters, no leading dot or trailing dot/space, not a
+    reserved device name (CON, NUL, COM1, …)."""
     name = "".join("_" if ch in _UNSAFE or ord(ch) < 32 else ch for ch in label)
-    name = name.strip().lstrip(".").rstrip(". ")[:limit].rstrip(". ")
-    return name or "unlabelled"
+    name = name.strip().lstrip(".").rstrip(". ")[:limit].rstrip(". ") or "unlabelled"
+    base, dot, rest = name.partition(".")  # Windows judges the part before the first dot
+    return f"{base}_{dot}{rest}" if base.upper() in _WINDOWS_DEVICES else name
 
 
 def export_name(row) -> str:

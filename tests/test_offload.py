@@ -129,6 +129,9 @@ def test_labels_that_fat_and_exfat_forbid_become_safe_names_inside_the_appliance
         assert report.is_complete
         assert_marked_means_verified(store, point)
         assert sorted(p.name for p in point.iterdir()) == sorted([HOST, "keep-me.txt"])
+        folders = {p.name for p in (point / HOST).iterdir() if p.is_dir()}
+        assert "CON_" in folders and "CON" not in folders  # Windows cannot open a folder named CON
+        assert all(len(name) <= 100 and not name.endswith((".", " ")) for name in folders)
         assert (point / "keep-me.txt").read_text() == "the owner's file"
 
 

@@ -13,6 +13,8 @@ cleanly: what was verified stays marked, nothing else is, and the next offload r
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import errno
 import fcntl
 import hashlib
@@ -20,6 +22,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -27,7 +30,7 @@ from pathlib import Path
 
 from appliance.errors import ApplianceError
 from appliance.export import MANIFEST_FIELDS, _csv_lines, export_name, label_dirname, manifest_row
-from appliance.files import atomic_file, atomic_write_bytes, fsync_dir
+from appliance.files import TMP_SUFFIX, atomic_write_bytes, fsync_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -77,77 +80,71 @@ class OffloadReport:
         return text
 
 
-class _StickFull(Exception):
-    pass
+BATCH_BYTES = 32 * 2**20  # copied, then made durable with one sync, then verified, then marked
 
 
-class _SourceMismatch(Exception):
-    pass
+class _Stop(Exception):
+    """The stick cannot take more: full, pulled, vanished or read-only. ``str()`` says which."""
+
+
+class _ItemFailed(Exception):
+    """This one item cannot be offloaded (its file on the device is unreadable); the rest go on."""
 
 
 def offload(store, stick: Path, hostname: str | None = None, after_offload: str = "keep", progress=None,
-            clock=time.monotonic) -> OffloadReport:
+            before_verify=None, batch_bytes: int = BATCH_BYTES, clock=time.monotonic) -> OffloadReport:
     """Offload ``store``'s not-yet-offloaded items to the mounted ``stick``; see the module docstring.
 
-    ``progress(report, done_bytes, total_bytes, current)`` is called after each item."""
+    Items go in batches of about ``BATCH_BYTES``: each is copied (no per-file fsync), made durable
+    with one sync of the stick's filesystem, renamed into place, and then read back and checked on a
+    second thread while the next batch copies; a batch is marked in one transaction once verified.
+    ``before_verify()`` runs before each read-back (``stick.mounted`` uses it to drop the device's
+    cache under a FUSE driver, whose own cache would otherwise answer). ``progress(report,
+    done_bytes, total_bytes, row)`` is called after each batch is marked."""
     folder = Path(stick) / label_dirname(hostname or socket.gethostname())
     report = OffloadReport(dest=str(folder))
     started_s = clock()
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(folder)
     except OSError as e:
         raise _stick_error(e, stick) from None
     stick_device = os.stat(stick).st_dev
     rows = store.rows("offloaded_at is null and missing = 0", order="captured_at, id")
-    total_bytes = sum(r["bytes"] for r in rows)
-    report.total = len(rows)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    manifest = _Manifest(folder / f"manifest-{stamp}")
-    delete_ids, done_bytes = [], 0
+    report.total, total_bytes = len(rows), sum(r["bytes"] for r in rows)
+    manifest = _Manifest(folder / f"manifest-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}")
+    run = _Run(store, folder, report, manifest, after_offload, before_verify)
+    batch, in_batch = [], 0
     try:
         for row in rows:
+            # If the stick's mount vanished, its mount point is an empty folder on the SD card:
+            # copying on would "succeed" there. Stop instead.
+            if os.stat(folder).st_dev != stick_device:
+                raise _Stop("the stick was removed (it is no longer mounted)")
             try:
-                # If the stick's mount vanished, its mount point is an empty folder on the SD card:
-                # copying on would "succeed" there. Stop instead.
-                if os.stat(folder).st_dev != stick_device:
-                    raise OSError(errno.ENODEV, "the stick is no longer mounted")
-                copied = _offload_one(store, row, folder)
-            except _SourceMismatch as e:
+                batch.append(_copy(store, row, folder))
+            except _ItemFailed as e:
                 report.failed.append((row["id"], str(e)))
                 continue
-            except _StickFull:
-                report.stopped_because = "the stick is full"
-                break
-            except OSError as e:
-                if e.errno == errno.ENOSPC:
-                    report.stopped_because = "the stick is full"
-                elif e.errno == errno.EROFS:
-                    report.stopped_because = "the stick is read-only"
-                elif e.errno in _STICK_GONE:
-                    report.stopped_because = f"the stick was removed or failed ({e.strerror})"
-                else:
-                    report.stopped_because = f"{e.strerror or e} ({row['image_path']})"
-                break
-            store.mark_offloaded([row["id"]], _now())
-            manifest.add(manifest_row(row, export_name(row)))
-            if copied:
-                report.copied += 1
-                report.bytes_copied += row["bytes"]
-            else:
-                report.already_there += 1
-            if after_offload == "delete":
-                delete_ids.append(row["id"])
-            done_bytes += row["bytes"]
-            report.seconds = clock() - started_s
-            if progress:
-                progress(report, done_bytes, total_bytes, row)
+            in_batch += row["bytes"]
+            if in_batch >= batch_bytes:
+                run.hand_over(batch)
+                batch, in_batch = [], 0
+                _report_progress(progress, report, run, total_bytes, clock, started_s)
+        run.hand_over(batch)
+        run.finish()
         manifest.close()
         fsync_dir(folder)
-    except OSError as e:  # finishing the manifest failed: the stick went away at the very end
-        report.stopped_because = report.stopped_because or f"the stick was removed or failed ({e.strerror})"
-    if delete_ids:  # only what was verified on the stick
-        store.delete(delete_ids)
-        report.deleted = len(delete_ids)
+    except _Stop as e:
+        report.stopped_because = str(e)
+        run.salvage(batch)  # what finished copying may still be made durable, verified and marked
+    except OSError as e:
+        report.stopped_because = _why(e)
+        run.salvage(batch)
+    _report_progress(progress, report, run, total_bytes, clock, started_s)
+    if run.delete_ids:  # only what was verified on the stick
+        store.delete(run.delete_ids)
+        report.deleted = len(run.delete_ids)
     left = store.rows("offloaded_at is null and missing = 0")
     report.remaining, report.remaining_bytes = len(left), sum(r["bytes"] for r in left)
     report.seconds = clock() - started_s
@@ -155,26 +152,180 @@ def offload(store, stick: Path, hostname: str | None = None, after_offload: str 
     return report
 
 
-def _offload_one(store, row, folder: Path) -> bool:
-    """Make the stick hold a verified copy of ``row``; True if it had to be copied."""
+def _report_progress(progress, report, run, total_bytes, clock, started_s):
+    report.seconds = clock() - started_s
+    if progress:
+        progress(report, run.done_bytes, total_bytes, None)
+
+
+def _why(e: OSError) -> str:
+    if e.errno == errno.ENOSPC:
+        return "the stick is full"
+    if e.errno == errno.EROFS:
+        return "the stick is read-only"
+    if e.errno in _STICK_GONE:
+        return f"the stick was removed or failed ({e.strerror})"
+    return f"{e.strerror or e}"
+
+
+@dataclass
+class _Copy:
+    row: dict
+    target: Path
+    tmp: Path | None  # None: the target was on the stick already, to be verified as it is
+
+
+def _copy(store, row, folder: Path) -> _Copy:
+    """Copy one item to a temporary name beside its target (or note that it is there already)."""
     target = folder / export_name(row)
     if not target.resolve().is_relative_to(folder.resolve()):  # a label cannot lead outside our folder
-        raise _SourceMismatch(f"unsafe name {export_name(row)!r}")
-    if target.is_file() and target.stat().st_size == row["bytes"] and read_back_sha256(target) == row["sha256"]:
-        return False
+        raise _Stop(f"unsafe name {export_name(row)!r}")
+    if target.is_file() and target.stat().st_size == row["bytes"]:
+        return _Copy(row, target, None)
     target.parent.mkdir(parents=True, exist_ok=True)
-    source = store.data_dir / row["image_path"]
-    digest = hashlib.sha256()
-    with open(source, "rb") as src, atomic_file(target) as out:  # a failure here installs nothing
-        while chunk := src.read(_CHUNK):
-            digest.update(chunk)
-            out.write(chunk)
-        if digest.hexdigest() != row["sha256"]:
-            raise _SourceMismatch(f"the device's own file does not match its sha256 ({row['image_path']})")
-    if read_back_sha256(target) != row["sha256"]:
-        target.unlink(missing_ok=True)
-        raise _SourceMismatch(f"the copy on the stick reads back wrong ({export_name(row)})")
-    return True
+    tmp = target.with_name(f".{target.name}{TMP_SUFFIX}")
+    try:
+        src = open(store.data_dir / row["image_path"], "rb")
+    except OSError as e:
+        raise _ItemFailed(f"cannot read {row['image_path']} on the device ({e.strerror})") from None
+    try:
+        with src, open(tmp, "wb") as out:
+            while chunk := src.read(_CHUNK):
+                out.write(chunk)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise _Stop(_why(e)) from None
+    return _Copy(row, target, tmp)
+
+
+class _Run:
+    """Batches on their way: made durable, renamed, verified on a thread, marked."""
+
+    def __init__(self, store, folder, report, manifest, after_offload, before_verify):
+        self.store, self.folder, self.report, self.manifest = store, folder, report, manifest
+        self.after_offload, self.before_verify = after_offload, before_verify
+        self.delete_ids: list[int] = []
+        self.done_bytes = 0
+        self._verifying: threading.Thread | None = None
+        self._verified: list = []
+
+    def hand_over(self, batch: list[_Copy]) -> None:
+        """Settle ``batch`` on a second thread (make it durable, rename it into place, read it back)
+        while the caller copies the next one; the previous batch is marked first."""
+        if not batch:
+            return
+        self.finish()
+        self._verifying = threading.Thread(target=self._settle, args=(batch,), name="offload-verify")
+        self._verifying.start()
+
+    def _settle(self, batch):
+        try:
+            _sync(self.folder, batch)
+            for item in batch:
+                if item.tmp is not None:
+                    os.replace(item.tmp, item.target)
+            for parent in {item.target.parent for item in batch} | {self.folder}:
+                fsync_dir(parent)
+            if self.before_verify:
+                self.before_verify()
+        except OSError as e:  # nothing of this batch can be trusted: none of it is marked
+            self._verified = [(item, e) for item in batch]
+            return
+        results = []
+        for item in batch:
+            try:
+                results.append((item, read_back_sha256(item.target)))
+            except OSError as e:
+                results.append((item, e))
+        self._verified = results
+
+    def finish(self) -> None:
+        """Wait for the batch being verified, and mark what matched."""
+        if self._verifying is None:
+            return
+        self._verifying.join()
+        self._verifying = None
+        good, stopped = [], None
+        for item, result in self._verified:
+            row = item.row
+            if isinstance(result, OSError):
+                stopped = stopped or _why(result)
+            elif result == row["sha256"]:
+                good.append(item)
+            else:
+                self.report.failed.append((row["id"], self._mismatch(item)))
+                with contextlib.suppress(OSError):
+                    item.target.unlink()
+        self.store.mark_offloaded([item.row["id"] for item in good], _now())
+        for item in good:
+            if item.tmp is None:
+                self.report.already_there += 1
+            else:
+                self.report.copied += 1
+                self.report.bytes_copied += item.row["bytes"]
+            self.done_bytes += item.row["bytes"]
+            if self.after_offload == "delete":
+                self.delete_ids.append(item.row["id"])
+        try:  # after the counting: a stick pulled now must not hide what was verified and marked
+            for item in good:
+                self.manifest.add(manifest_row(item.row, export_name(item.row)))
+        except OSError as e:
+            stopped = stopped or _why(e)
+        if stopped:
+            raise _Stop(stopped)
+
+    def _mismatch(self, item) -> str:
+        source = self.store.data_dir / item.row["image_path"]
+        if sha256_file(source) != item.row["sha256"]:
+            return f"the device's own file does not match its sha256 ({item.row['image_path']})"
+        return f"the copy on the stick reads back wrong ({export_name(item.row)})"
+
+    def salvage(self, batch: list[_Copy]) -> None:
+        """After a stop: mark the batch being verified, and the copies already complete if the
+        stick still takes a sync; the rest is left for the next offload."""
+        try:
+            self.finish()
+            done = [item for item in batch if item.tmp is None or item.tmp.exists()]
+            if done:
+                self.hand_over(done)
+                self.finish()
+            self.manifest.close()
+        except (_Stop, OSError) as e:
+            log.info("offload: after the stop, nothing more could be verified (%s)", e)
+            with contextlib.suppress(OSError):
+                self.manifest.close()
+
+
+def _sync(folder: Path, batch: list[_Copy]) -> None:
+    """Make the batch's bytes durable on the stick: one filesystem sync, plus one file's fsync,
+    which FUSE drivers (exFAT here) need to pass the flush on to the device."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc_syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+    last = next((item.tmp for item in reversed(batch) if item.tmp is not None), None)
+    if last is not None:
+        fd = os.open(last, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _libc_syncfs(fd: int) -> int:
+    try:
+        return ctypes.CDLL(None, use_errno=True).syncfs(fd)
+    except AttributeError:
+        return -1
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """Temporary copies an interrupted offload left in the appliance's own folder."""
+    for leftover in folder.rglob(f".*{TMP_SUFFIX}"):
+        leftover.unlink()
 
 
 def read_back_sha256(path: Path) -> str:

@@ -32,6 +32,17 @@ def find_stick(by_id: Path = USB_BY_ID) -> str | None:
     return None
 
 
+def drop_device_cache(device: str) -> None:
+    """Forget the device's cached blocks, so what is read next comes from the stick itself. Needed
+    under a FUSE driver (exFAT here), which reads the device through the page cache; harmless under
+    the kernel's own drivers."""
+    fd = os.open(device, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 def filesystem_type(device: str) -> str:
     # -p probes the device itself: blkid's cache is keyed by device name, so a different (or
     # reformatted) stick on the same /dev/sda1 would otherwise be reported as the previous one.

@@ -33,7 +33,7 @@ def offload_command(args) -> int:
         appliance offload --to /media/me/STICK
     """
     from appliance.offload import OffloadLock, ProgressFile, offload
-    from appliance.stick import find_stick, mounted
+    from appliance.stick import drop_device_cache, find_stick, mounted
     from appliance.store import Store
 
     path = args.config or (DEVICE_CONFIG_PATH if DEVICE_CONFIG_PATH.exists() else None)
@@ -51,7 +51,8 @@ def offload_command(args) -> int:
                 if device is None:
                     raise OffloadError("no USB stick found: plug one in (FAT32, exFAT or ext4)")
                 with mounted(device, runtime / "mnt") as stick:
-                    report = offload(store, stick, after_offload=config.storage.after_offload, progress=progress)
+                    report = offload(store, stick, after_offload=config.storage.after_offload, progress=progress,
+                                     before_verify=lambda: drop_device_cache(device))
         except OffloadError as e:
             progress.write("failed", message=str(e))
             raise

@@ -1,0 +1,49 @@
+"""``appliance bench-offload``: USB offload throughput, verified, beside ``cp`` + ``sync``; prints JSON."""
+
+from __future__ import annotations
+
+import argparse
+
+from appliance.cli import add_command
+
+FILESYSTEMS = ("ext4", "exfat", "vfat")  # as appliance.bench_offload.FILESYSTEMS, without importing numpy for --help
+
+
+def register(subparsers):
+    parser = add_command(subparsers, "bench-offload", bench_offload_command)
+    parser.add_argument("--items", type=_positive, default=400, metavar="N",
+                        help="kept images to offload (default: 400)")
+    parser.add_argument("--kb", type=_positive, default=600, metavar="KB",
+                        help="size of each image, about (default: 600, a 1920x1080 keep at quality 90)")
+    parser.add_argument("--runs", type=_positive, default=5, metavar="N",
+                        help="cp+sync / offload pairs per filesystem, in alternating order (default: 5)")
+    parser.add_argument("--fs", action="append", choices=FILESYSTEMS, dest="filesystems", metavar="FS",
+                        help="a filesystem to measure, repeatable: ext4, exfat, vfat (default: all three; "
+                             "vfat only where the kernel has it)")
+
+
+def bench_offload_command(args) -> int:
+    """Benchmark the USB offload (verification included) beside cp + sync of the same files. Needs root.
+
+    Writes --items real JPEG keeps of about --kb KB into a store in a temp dir. For each filesystem
+    (ext4, exFAT, and vfat where the kernel has it) makes a fresh image, loop-attaches it and mounts
+    it as the appliance mounts a stick; then, --runs times in alternating order on that filesystem,
+    times one `cp` of every file followed by `sync`, and `offload()` (copy, fsync, read back from the
+    stick, sha256 compare, mark), each from a cold page cache. Reports MB/s of both and their ratio
+    (offload / cp+sync). Prints JSON to stdout, progress to stderr; loop devices, mounts and the temp
+    dir are removed at the end.
+
+    Example:
+        sudo appliance bench-offload --items 400 --kb 600 > bench-offload.json
+    """
+    from appliance.bench_offload import main_json
+
+    print(main_json(items=args.items, kb=args.kb, runs=args.runs, filesystems=args.filesystems))
+    return 0
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return number

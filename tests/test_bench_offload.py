@@ -1,0 +1,129 @@
+"""``appliance bench-offload`` at a tiny size, through the real offload onto real loop-mounted images:
+every figure is in its JSON, every item was offloaded, verified and marked, and nothing is left
+behind. Speed is not asserted: the benchmark measures it. Needs root, like the offload tests."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from appliance.cli import bench_offload
+from conftest import REPO
+
+ITEMS, KB, RUNS = 20, 50, 2
+
+if os.geteuid() != 0 or not shutil.which("losetup"):
+    pytest.skip("bench-offload mounts loop devices and drops the page cache: it needs root and losetup",
+                allow_module_level=True)
+
+
+def parser():
+    parser = argparse.ArgumentParser(prog="appliance")
+    bench_offload.register(parser.add_subparsers())
+    return parser
+
+
+def attached_loops() -> str:
+    return subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+
+
+@pytest.fixture(scope="module")
+def run():
+    """One tiny run through the command itself: its parsed stdout, and the loop devices before it."""
+    loops_before = attached_loops()
+    args = parser().parse_args(["bench-offload", "--items", str(ITEMS), "--kb", str(KB), "--runs", str(RUNS)])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert args.func(args) == 0
+    return json.loads(out.getvalue()), loops_before
+
+
+@pytest.fixture(scope="module")
+def report(run):
+    return run[0]
+
+
+def measured(report):
+    return {name: fs for name, fs in report["filesystems"].items() if "skipped" not in fs}
+
+
+def test_the_command_is_documented_with_an_example():
+    doc = bench_offload.bench_offload_command.__doc__
+    assert doc.strip().splitlines()[0] and "Example:" in doc and "appliance bench-offload" in doc
+    assert parser().parse_args(["bench-offload", "--fs", "ext4", "--fs", "exfat"]).filesystems == ["ext4", "exfat"]
+    for bad in (["--items", "0"], ["--fs", "ntfs"]):
+        with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
+            parser().parse_args(["bench-offload", *bad])
+
+
+def test_the_source_is_a_store_of_real_jpeg_keeps_of_the_asked_size(report):
+    source = report["source"]
+    assert source["files"] == ITEMS and source["jpeg_quality"] == 90
+    assert 0.7 * KB <= source["kb_per_file"] <= 1.3 * KB and source["bytes"] > ITEMS * KB * 700
+
+
+def test_ext4_and_exfat_are_measured_and_vfat_only_where_the_kernel_has_it(report):
+    filesystems = report["filesystems"]
+    assert {"ext4", "exfat"} <= measured(report).keys()
+    is_vfat_there = "vfat" in Path("/proc/filesystems").read_text().split()
+    assert ("skipped" not in filesystems["vfat"]) == is_vfat_there
+    if not is_vfat_there:
+        assert "no vfat driver" in filesystems["vfat"]["skipped"]
+
+
+def test_every_filesystem_has_every_figure_and_they_are_positive(report):
+    for name, fs in measured(report).items():
+        assert fs["files"] == ITEMS and fs["bytes"] == report["source"]["bytes"], name
+        for key in ("cp_sync_mb_s", "offload_mb_s", "ratio", "cp_sync_durable_mb_s", "ratio_vs_durable", "image_mb",
+                    "total_s"):
+            assert fs[key] > 0, (name, key)
+        assert fs["ratio"] == pytest.approx(fs["offload_mb_s"] / fs["cp_sync_mb_s"], rel=0.01)
+        assert set(fs["seconds"]) == {"cp", "sync", "cp_sync", "cp_sync_durable", "offload"}
+        assert all(seconds > 0 for seconds in fs["seconds"].values()), name
+        # Progress comes once per batch (copied, synced, verified, marked) and once at the end.
+        assert fs["offload_batch_ms_all_runs"]["n"] >= RUNS and fs["offload_batch_ms_all_runs"]["p50"] > 0
+        assert fs["readback_alone"]["matching"] == ITEMS and fs["readback_alone"]["mb_s"] > 0
+        assert fs["offload_read_from_device_mb"] >= 0
+        is_fuse = name == "exfat" and name not in Path("/proc/filesystems").read_text().split()
+        assert fs["driver"] == ("FUSE (mount.exfat-fuse)" if is_fuse else f"kernel ({name})"), name
+
+
+def test_each_run_copies_every_file_both_ways_and_the_offload_verifies_and_marks_every_item(report):
+    for name, fs in measured(report).items():
+        runs = fs["runs"]
+        assert [r["order"] for r in runs] == ["cp_sync, offload", "offload, cp_sync"][:RUNS], name
+        assert len(fs["ratio_per_run"]) == RUNS
+        for r in runs:
+            assert r["cp_files"] == ITEMS, name
+            assert r["offload_copied"] == r["offload_verified"] == r["marked_offloaded"] == ITEMS, name
+            assert r["cp_s"] > 0 and r["sync_s"] > 0 and r["cp_sync_s"] >= r["cp_s"]
+            assert r["cp_sync_durable_s"] >= r["cp_sync_s"] and r["offload_s"] > 0 and r["ratio"] > 0
+
+
+def test_the_run_leaves_no_loop_device_mount_or_temp_dir_behind(run):
+    report, loops_before = run
+    temp_dir = report["source"]["temp_dir"]
+    assert not Path(temp_dir).exists()
+    assert temp_dir not in Path("/proc/self/mounts").read_text()
+    assert attached_loops() == loops_before
+    assert report["machine"]["cpus"] >= 1 and report["total_s"] > 0
+
+
+def test_without_root_it_refuses_with_a_clear_message():
+    if not shutil.which("setpriv"):
+        pytest.skip("needs setpriv to run as nobody")
+    result = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+         "from appliance.bench_offload import run_benchmark; run_benchmark(items=1)"],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO), PYTHONDONTWRITEBYTECODE="1"),
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "OffloadError: bench-offload needs root" in result.stderr

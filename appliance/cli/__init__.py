@@ -31,6 +31,14 @@ def add_command(subparsers, name, func, **kwargs) -> argparse.ArgumentParser:
     return parser
 
 
+def positive_int(value: str) -> int:
+    """An argparse type: a whole number, 1 or more."""
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"appliance {__version__}")

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 
-from appliance.cli import add_command
+from appliance.cli import add_command, positive_int
 
 FILESYSTEMS = ("ext4", "exfat", "vfat")  # as appliance.bench_offload.FILESYSTEMS, without importing numpy for --help
 
 
 def register(subparsers):
     parser = add_command(subparsers, "bench-offload", bench_offload_command)
-    parser.add_argument("--items", type=_positive, default=400, metavar="N",
+    parser.add_argument("--items", type=positive_int, default=400, metavar="N",
                         help="kept images to offload (default: 400)")
-    parser.add_argument("--kb", type=_positive, default=600, metavar="KB",
+    parser.add_argument("--kb", type=positive_int, default=600, metavar="KB",
                         help="size of each image, about (default: 600, a 1920x1080 keep at quality 90)")
-    parser.add_argument("--runs", type=_positive, default=5, metavar="N",
+    parser.add_argument("--runs", type=positive_int, default=5, metavar="N",
                         help="cp+sync / offload pairs per filesystem, in alternating order (default: 5)")
     parser.add_argument("--fs", action="append", choices=FILESYSTEMS, dest="filesystems", metavar="FS",
                         help="a filesystem to measure, repeatable: ext4, exfat, vfat (default: all three; "
@@ -40,10 +39,3 @@ def bench_offload_command(args) -> int:
 
     print(main_json(items=args.items, kb=args.kb, runs=args.runs, filesystems=args.filesystems))
     return 0
-
-
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    return number

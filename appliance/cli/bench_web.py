@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 
-from appliance.cli import add_command
+from appliance.cli import add_command, positive_int
 
 
 def register(subparsers):
     parser = add_command(subparsers, "bench-web", bench_web_command)
-    parser.add_argument("--items", type=_positive, default=100_000, metavar="N",
+    parser.add_argument("--items", type=positive_int, default=100_000, metavar="N",
                         help="captures in the gallery's store (default: 100000)")
-    parser.add_argument("--zip-items", type=_positive, default=10_000, metavar="N",
+    parser.add_argument("--zip-items", type=positive_int, default=10_000, metavar="N",
                         help="real JPEGs for the zip export and sync (default: 10000)")
     parser.add_argument("--skip-zip", action="store_true", help="measure the gallery only")
 
@@ -32,10 +31,3 @@ def bench_web_command(args) -> int:
 
     print(main_json(items=args.items, zip_items=args.zip_items, is_zip_skipped=args.skip_zip))
     return 0
-
-
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    return number

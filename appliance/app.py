@@ -114,8 +114,9 @@ class Appliance:
         self._stack.callback(self.writer.close)
         self.control.start()
         self._stack.callback(self.control.close)
-        self.panel_controller.start()
-        self._stack.callback(self.panel_controller.close)
+        if self.panel is not None:  # without pins there is nothing to light and no button to read
+            self.panel_controller.start()
+            self._stack.callback(self.panel_controller.close)
         try:
             self.camera.start()
             self._stack.callback(self.camera.close)
@@ -252,7 +253,7 @@ class Appliance:
             "accelerator": {"requested": self.classifier.accelerator.requested,
                             "backend": self.classifier.backend, "problem": self.classifier.accelerator.problem,
                             "is_degraded": self.classifier.accelerator.is_degraded},
-            "leds": {"pins": self._pins_in_use(), **self.panel_controller.describe()},
+            "leds": {"pins": self._pins_in_use(), **(self.panel_controller.describe() if self.panel else {})},
         }
 
     def _pins_in_use(self) -> str:

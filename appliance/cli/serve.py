@@ -30,7 +30,7 @@ def serve_command(args) -> int:
 
     path = args.config or (DEVICE_CONFIG_PATH if DEVICE_CONFIG_PATH.exists() else None)
     server = WebServer(load_config(path), config_path=path, host=args.host, port=args.port)
-    signal.signal(signal.SIGTERM, lambda *_: server.server.close())
+    signal.signal(signal.SIGTERM, lambda *_: server.stop())
     try:
         server.run()
     except KeyboardInterrupt:

@@ -73,8 +73,17 @@ class WebServer:
         self._thread = threading.Thread(target=self.run, name="web", daemon=True)
         self._thread.start()
 
+    def stop(self) -> None:
+        """End ``run()``; safe from another thread or a signal handler. Everything is closed on the
+        server's own loop thread (through its trigger), so nothing is closed under its ``select()``."""
+        from waitress import wasyncore
+
+        sockets = getattr(self.server, "_map", None) or self.server.map
+        self.server.trigger.pull_trigger(lambda: wasyncore.close_all(sockets))
+
     def close(self) -> None:
-        self.server.close()
-        if self._thread is not None:
+        if self._thread is not None and self._thread.is_alive():
+            self.stop()
             self._thread.join(timeout=5)
+        self.server.task_dispatcher.shutdown()
         self.store.close()

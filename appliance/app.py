@@ -183,12 +183,12 @@ class Appliance:
             return "failed"
         return "started"
 
-    def storage_level(self) -> str:
+    def storage_level(self, free_bytes: int | None = None) -> str:
         storage = self.config.storage
         if self.writer.is_full:
             return "full"
-        return retention.storage_level(self.store.used_bytes, storage.quota_bytes, self.store.free_bytes(),
-                                       storage.min_free_bytes)
+        free_bytes = self.store.free_bytes() if free_bytes is None else free_bytes
+        return retention.storage_level(self.store.used_bytes, storage.quota_bytes, free_bytes, storage.min_free_bytes)
 
     def _pause(self, _args: dict) -> dict:
         self.loop.pause()
@@ -245,7 +245,7 @@ class Appliance:
             "storage": {"data_dir": str(store.data_dir), "used_bytes": store.used_bytes, "free_bytes": free_bytes,
                         "quota_bytes": storage.quota_bytes, "min_free_bytes": storage.min_free_bytes,
                         "when_full": storage.when_full, "writer_backlog": self.writer.backlog,
-                        "level": self.storage_level()},
+                        "level": self.storage_level(free_bytes)},
             "camera": {"backend": self.config.camera.backend, "description": self.camera.describe()},
             "model": {"name": self.model.name, "path": str(self.classifier.model_path), "sha256": self.model.sha256,
                       "input_size": list(self.classifier.input_size), "runtime": self.classifier.runtime,

@@ -59,7 +59,7 @@ class IndicatorState:
 
 
 def handle(state: IndicatorState, event: str, now_s: float, value=None) -> IndicatorState:
-    """The state after ``event`` (see EVENTS) happened at ``now_s``."""
+    """The state after ``event`` (mode, kept, storage, fault, holding or offload) happened at ``now_s``."""
     if event == "mode":
         return replace(state, mode=value)
     if event == "kept":
@@ -81,8 +81,6 @@ def handle(state: IndicatorState, event: str, now_s: float, value=None) -> Indic
             return replace(state, no_stick_until_s=now_s + NO_STICK_S)
     raise ValueError(f"unknown indicator event {event!r} = {value!r}")
 
-
-EVENTS = ("mode", "kept", "storage", "fault", "holding", "offload")
 
 
 def patterns(state: IndicatorState, now_s: float) -> dict[str, Pattern]:

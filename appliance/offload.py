@@ -145,8 +145,7 @@ def offload(store, stick: Path, hostname: str | None = None, after_offload: str 
     if run.delete_ids:  # only what was verified on the stick
         store.delete(run.delete_ids)
         report.deleted = len(run.delete_ids)
-    left = store.rows("offloaded_at is null and missing = 0")
-    report.remaining, report.remaining_bytes = len(left), sum(r["bytes"] for r in left)
+    report.remaining, report.remaining_bytes = store.not_offloaded()
     report.seconds = clock() - started_s
     log.info("offload to %s: %s", folder, report.summary())
     return report

@@ -17,10 +17,6 @@ class Notifier:
         # Ping at half the watchdog period, as sd_watchdog_enabled(3) advises.
         self.watchdog_interval_s = int(usec) / 2e6 if usec.isdigit() and int(usec) > 0 else None
 
-    @property
-    def is_enabled(self) -> bool:
-        return bool(self._address)
-
     def notify(self, message: str) -> None:
         if not self._address:
             return

@@ -332,6 +332,14 @@ class Store:
                 (marked if cursor.rowcount else mismatched).append(capture_id)
         return marked, mismatched
 
+    def not_offloaded(self) -> tuple[int, int]:
+        """How many kept items are not yet offloaded, and their bytes."""
+        with self._lock:
+            count, size = self.db.execute(
+                "select count(*), coalesce(sum(bytes), 0) from captures where offloaded_at is null and missing = 0"
+            ).fetchone()
+        return count, size
+
     def mark_offloaded(self, ids, when: str) -> None:
         """Record that these captures are on a USB stick, verified there."""
         with self._lock, self.db.conn:

@@ -1,0 +1,155 @@
+# The appliance layer, the same for both bases: the venv with the appliance and its aarch64 wheels,
+# the default model (verified), systemd units, udev rules, tmpfiles, the service user, journald, the
+# watchdog, avahi, and the config file on the boot partition.
+# shellcheck shell=bash
+
+PY_TAGS=(--only-binary=:all: --python-version 3.11 --implementation cp --abi cp311
+         --platform manylinux2014_aarch64 --platform manylinux_2_17_aarch64 --platform manylinux_2_27_aarch64
+         --platform manylinux_2_28_aarch64 --platform manylinux_2_31_aarch64 --platform manylinux_2_34_aarch64
+         --platform linux_aarch64 --platform any)
+
+# A venv on the build machine that runs the appliance's own CLI (config show, models fetch) natively.
+host_venv() {
+    local venv="$CACHE_DIR/host-venv" stamp
+    stamp=$(cat "$REPO/pyproject.toml" | sha256sum | cut -c1-16)
+    if [ ! -f "$venv/.stamp-$stamp" ]; then
+        rm -rf "$venv"
+        python3 -m venv "$venv" || die "python3 -m venv failed: apt-get install python3-venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check "$REPO" >/dev/null
+        touch "$venv/.stamp-$stamp"
+    else
+        "$venv/bin/pip" install -q --disable-pip-version-check --no-deps --force-reinstall "$REPO" >/dev/null
+    fi
+    HOST_APPLIANCE="$venv/bin/appliance"
+}
+
+# wheels DIR: the appliance's wheel and every dependency's aarch64 wheel.
+wheels() {
+    local dir="$1"
+    mkdir -p "$dir"
+    "$CACHE_DIR/host-venv/bin/pip" wheel -q --disable-pip-version-check --no-deps -w "$dir" "$REPO" >/dev/null
+    local wheel
+    wheel=$(ls "$dir"/appliance-*.whl)
+    local extra=(lgpio)
+    "$CACHE_DIR/host-venv/bin/pip" download -q --disable-pip-version-check "${PY_TAGS[@]}" \
+        -c "$IMAGE_DIR/constraints.txt" -d "$dir" "$wheel" "${extra[@]}" ||
+        die "could not download the aarch64 wheels from PyPI (see the messages above)"
+    say "$(ls "$dir" | wc -l) wheels, $(du -sh "$dir" | cut -f1)"
+}
+
+# in_root COMMAND...: run an arm64 command in the image's root (qemu-user through binfmt_misc).
+in_root() { chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C.UTF-8 "$@"; }
+
+chroot_mounts() {
+    mount -t proc proc "$ROOT/proc"
+    mount -t sysfs sysfs "$ROOT/sys"
+    mount --bind /dev "$ROOT/dev"
+    mount --bind /dev/pts "$ROOT/dev/pts"
+    mount -t tmpfs tmpfs "$ROOT/run"
+    # Nothing starts inside the build chroot.
+    printf '#!/bin/sh\nexit 101\n' > "$ROOT/usr/sbin/policy-rc.d"
+    chmod 755 "$ROOT/usr/sbin/policy-rc.d"
+}
+
+chroot_unmounts() {
+    [ -n "${ROOT:-}" ] || return 0
+    rm -f "$ROOT/usr/sbin/policy-rc.d"
+    local m
+    for m in run dev/pts dev sys proc; do
+        mountpoint -q "$ROOT/$m" && umount -l "$ROOT/$m"
+    done
+    return 0
+}
+
+appliance_layer() {
+    local wheeldir="$WORK/wheels"
+    host_venv
+    wheels "$wheeldir"
+
+    chroot_mounts
+    # The venv sees the OS's packages (picamera2 and libcamera exist only as Raspberry Pi OS packages).
+    mkdir -p "$ROOT/opt/appliance"
+    cp -a "$wheeldir" "$ROOT/opt/appliance/wheels"
+    say "creating /opt/appliance/venv and installing the appliance (arm64, emulated)"
+    in_root python3 -m venv --system-site-packages /opt/appliance/venv
+    in_root /opt/appliance/venv/bin/pip install -q --disable-pip-version-check --no-index \
+        --find-links /opt/appliance/wheels appliance lgpio
+    rm -rf "$ROOT/opt/appliance/wheels"
+    in_root ln -sf /opt/appliance/venv/bin/appliance /usr/local/bin/appliance
+    install -m 644 "$REPO/README.md" "$ROOT/opt/appliance/README.md"
+    # Prove the arm64 install imports and finds its runtime before going on.
+    in_root /opt/appliance/venv/bin/python -c 'import appliance.classifier, numpy, PIL, flask, sqlite_utils, gpiozero' ||
+        die "the appliance does not import inside the image (see above)"
+
+    # The service user; the login user for SSH and the console.
+    install -m 644 "$REPO/systemd/appliance.sysusers" "$ROOT/usr/lib/sysusers.d/appliance.conf"
+    in_root systemd-sysusers
+    in_root id appliance >/dev/null
+    in_root useradd --create-home --shell /bin/bash --groups sudo,video,appliance admin 2>/dev/null ||
+        in_root usermod -a -G sudo,video,appliance admin
+    in_root passwd --lock admin >/dev/null
+    chroot_unmounts
+
+    # Units, rules, tmpfiles, polkit.
+    local unit
+    for unit in appliance.service appliance-web.service appliance-web.socket appliance-offload@.service \
+                appliance-firstboot.service appliance-system.service; do
+        install -m 644 "$REPO/systemd/$unit" "$ROOT/etc/systemd/system/$unit"
+    done
+    install -m 644 "$REPO/systemd/appliance.tmpfiles" "$ROOT/usr/lib/tmpfiles.d/appliance.conf"
+    install -m 644 "$REPO/systemd/99-appliance-offload.rules" "$ROOT/etc/udev/rules.d/99-appliance-offload.rules"
+    install -m 644 "$REPO/systemd/60-appliance-gpio.rules" "$ROOT/etc/udev/rules.d/60-appliance-gpio.rules"
+    install -d -m 755 "$ROOT/etc/polkit-1/rules.d"
+    install -m 644 "$REPO/systemd/appliance.polkit.rules" "$ROOT/etc/polkit-1/rules.d/50-appliance.rules"
+    local file
+    while IFS= read -r file; do
+        install -D -o 0 -g 0 -m 644 "$IMAGE_DIR/rootfs/$file" "$ROOT/$file"
+    done < <(cd "$IMAGE_DIR/rootfs" && find . -type f | sed 's|^\./||')
+    chmod 440 "$ROOT/etc/sudoers.d/010_admin-nopasswd"
+    systemctl --root="$ROOT" enable appliance.service appliance-web.socket appliance-firstboot.service \
+        appliance-system.service systemd-networkd.service systemd-resolved.service systemd-timesyncd.service \
+        avahi-daemon.service >/dev/null 2>&1
+    # SSH stays off unless the boot partition's config gives a key (first boot turns it on).
+    systemctl --root="$ROOT" disable ssh.service >/dev/null 2>&1 || true
+    ln -sf ../run/systemd/resolve/stub-resolv.conf "$ROOT/etc/resolv.conf"
+
+    # Data, models, and the photos a replay camera plays.
+    install -d -m 755 "$ROOT/var/lib/appliance/models"
+    local fetch=("$HOST_APPLIANCE" models fetch default --dir "$ROOT/var/lib/appliance/models")
+    [ -n "$MODELS_FROM" ] && fetch+=(--from "$MODELS_FROM")
+    [ "$CORAL" = 1 ] && fetch+=(--edgetpu)
+    "${fetch[@]}" || die "the default model could not be installed (with no internet, pass --models-from DIR)"
+    if [ -n "$REPLAY_DIR" ]; then
+        install -d "$ROOT/var/lib/appliance/replay"
+        cp -r "$REPLAY_DIR/." "$ROOT/var/lib/appliance/replay/"
+    fi
+    local uid gid
+    uid=$(awk -F: '$1 == "appliance" {print $3}' "$ROOT/etc/passwd")
+    gid=$(awk -F: '$1 == "appliance" {print $4}' "$ROOT/etc/passwd")
+    chown -R "$uid:$gid" "$ROOT/var/lib/appliance"
+
+    # The one file a user edits, on the boot partition: every key with its comment.
+    local config_in="${CONFIG:-/dev/null}"
+    {
+        echo "# The camera's settings. Edit this file on any computer (it is on the SD card's boot partition),"
+        echo "# put the card back and boot. A wrong key or value stops the camera with a message naming it"
+        echo "# (the red LED blinks; the page and 'journalctl -u appliance' say which). Reference:"
+        echo "# /opt/appliance/README.md on the camera, or the README of the source."
+        echo
+        "$HOST_APPLIANCE" config show "$config_in"
+    } > "$WORK/appliance.toml" || die "the config ${CONFIG:-(defaults)} is not valid (see above)"
+    install -m 644 "$WORK/appliance.toml" "$ROOT/boot/firmware/appliance.toml"
+
+    # systemd's own check of the units as installed (it reads the image's root; nothing runs).
+    local verify_out
+    verify_out=$(cd "$ROOT/etc/systemd/system" && cp appliance-offload@.service appliance-offload@sda1.service &&
+        systemd-analyze verify --root="$ROOT" appliance.service appliance-web.service appliance-web.socket \
+            appliance-offload@sda1.service appliance-firstboot.service appliance-system.service 2>&1; rm -f appliance-offload@sda1.service)
+    [ -z "$verify_out" ] || die "systemd-analyze verify found problems in the installed units:
+$verify_out"
+
+    # Journald in memory (capped), the hardware watchdog, no daemons from the build left behind.
+    rm -f "$ROOT/etc/ssh/ssh_host_"*
+    : > "$ROOT/etc/machine-id"
+    echo "$HOSTNAME_DEFAULT" > "$ROOT/etc/hostname"
+}

@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# The boot test: build the debian-base image with a test config, boot it in QEMU (the image's own
+# arm64 kernel and initrd), and check that the camera works as a user would find it.
+#
+#   image/test-boot.sh [--shared DIR] [--skip-cached-build]
+#
+# Asserts: first boot ran once (and not again at the second boot) and grew the root filesystem;
+# appliance.service is active; the page answers through a port forward on 127.0.0.1; the loop kept
+# exactly bird.bmp and parrot.jpg; a clean poweroff leaves filesystems that fsck passes. Prints the
+# build time (cold and cached), image size (raw and .xz) and boot-to-first-classification time.
+# Needs root and takes a while: ~20 min from a cold cache, ~8 min with the base root filesystem cached.
+set -euo pipefail
+IMAGE_DIR=$(cd "$(dirname "$0")" && pwd)
+REPO=$(dirname "$IMAGE_DIR")
+. "$IMAGE_DIR/lib/common.sh"
+
+SHARED="$REPO/../shared"
+CACHED_BUILD=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --shared) SHARED="${2:?}"; shift 2 ;;
+        --skip-cached-build) CACHED_BUILD=0; shift ;;
+        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown option: $1" ;;
+    esac
+done
+SHARED=$(realpath "$SHARED")
+need_root "image/test-boot.sh (run sudo ./dev test, or ./dev quick for the test suite alone)"
+need qemu-system-aarch64:qemu-system-arm qemu-img:qemu-utils ssh:openssh-client ssh-keygen:openssh-client \
+     curl:curl mcopy:mtools e2fsck:e2fsprogs fsck.vfat:dosfstools losetup:mount
+[ -d "$SHARED/images" ] && [ -d "$SHARED/models/coral" ] || die "$SHARED must hold images/ and models/coral/"
+
+CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/appliance-image"
+WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/appliance-boot-test.XXXXXX")
+QEMU_PID="" LOOPS=()
+cleanup() {
+    [ -n "$QEMU_PID" ] && kill "$QEMU_PID" 2>/dev/null
+    local l; for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+failures=0
+check() {  # check DESCRIPTION COMMAND...: one assertion, reported either way
+    local what="$1"; shift
+    if "$@"; then printf '  \033[32mok\033[0m    %s\n' "$what" >&2
+    else printf '  \033[31mFAIL\033[0m  %s\n' "$what" >&2; failures=$((failures + 1)); fi
+}
+
+# --- build ------------------------------------------------------------------------------------
+ssh-keygen -q -t ed25519 -N "" -C boot-test -f "$WORK/key"
+PASSWORD="boot-test-$RANDOM$RANDOM"
+{
+    cat "$IMAGE_DIR/test/appliance.toml"
+    echo "ssh_authorized_keys = \"$(cat "$WORK/key.pub")\""
+    echo
+    echo "[web]"
+    echo "password = \"$PASSWORD\""
+} > "$WORK/appliance.toml"
+
+source "$IMAGE_DIR/lib/base-debian.sh"
+base_tar="$CACHE_DIR/debian-$(debian_base_key).tar"
+build_kind=cached; [ -s "$base_tar" ] || build_kind=cold
+build() {
+    "$IMAGE_DIR/build.sh" --base debian --config "$WORK/appliance.toml" --models-from "$SHARED/models/coral" \
+        --replay "$SHARED/images" --name appliance-boot-test --deploy "$WORK/deploy" "$@"
+}
+start=$SECONDS
+build
+build_s=$((SECONDS - start))
+img_xz=$(ls "$WORK"/deploy/appliance-boot-test-*.img.xz)
+(cd "$WORK/deploy" && sha256sum --check --quiet "$(basename "$img_xz").sha256") || die "the image does not match its .sha256"
+[ "$build_kind" = cold ] && echo "$build_s" > "$CACHE_DIR/last-cold-build-seconds"
+cached_s=""
+if [ "$build_kind" = cold ] && [ "$CACHED_BUILD" = 1 ]; then
+    say "building again, now with the base root filesystem cached"
+    start=$SECONDS; build --name appliance-boot-test-cached; cached_s=$((SECONDS - start))
+fi
+[ "$build_kind" = cached ] && cached_s=$build_s
+
+# --- flash and boot ---------------------------------------------------------------------------
+say "flashing: unpacking $(basename "$img_xz")"
+xz -dc "$img_xz" > "$WORK/card.img"
+raw_bytes=$(stat -c %s "$WORK/card.img")
+xz_bytes=$(stat -c %s "$img_xz")
+boot_offset=$(( $(sfdisk --json "$WORK/card.img" | python3 -c 'import json,sys; print(json.load(sys.stdin)["partitiontable"]["partitions"][0]["start"])') * 512 ))
+kernel=$(mdir -b -i "$WORK/card.img@@$boot_offset" ::/ | grep -o 'vmlinuz-[^ ]*' | sort -V | tail -1)
+initrd=$(mdir -b -i "$WORK/card.img@@$boot_offset" ::/ | grep -o 'initrd.img-[^ ]*' | sort -V | tail -1)
+[ -n "$kernel" ] && [ -n "$initrd" ] || die "no vmlinuz-*/initrd.img-* on the image's boot partition"
+mcopy -n -i "$WORK/card.img@@$boot_offset" "::/$kernel" "$WORK/vmlinuz"
+mcopy -n -i "$WORK/card.img@@$boot_offset" "::/$initrd" "$WORK/initrd.img"
+mcopy -n -i "$WORK/card.img@@$boot_offset" ::/cmdline.txt "$WORK/cmdline.txt"
+# The card's own cmdline.txt, with the Pi's consoles swapped for QEMU virt's serial port.
+cmdline="$(tr -s ' \n' ' ' < "$WORK/cmdline.txt" | sed -E 's/console=[^ ]+ ?//g') console=ttyAMA0 panic=10"
+say "kernel $kernel, cmdline: $cmdline"
+# An 8 GB card: first boot grows the root filesystem into it.
+qemu-img create -q -f qcow2 -F raw -b "$WORK/card.img" "$WORK/card.qcow2" 8G
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+WEB_PORT=$(free_port); SSH_PORT=$(free_port)
+boot() {
+    qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 1024 -nographic -no-reboot \
+        -kernel "$WORK/vmlinuz" -initrd "$WORK/initrd.img" -append "$cmdline" \
+        -drive if=none,id=card,file="$WORK/card.qcow2",format=qcow2,cache=unsafe -device virtio-blk-pci,drive=card \
+        -netdev "user,id=net,hostfwd=tcp:127.0.0.1:$WEB_PORT-:80,hostfwd=tcp:127.0.0.1:$SSH_PORT-:22" \
+        -device virtio-net-pci,netdev=net,romfile= \
+        -device virtio-rng-pci -device qemu-xhci,id=xhci \
+        -monitor "unix:$WORK/monitor.sock,server=on,wait=off" \
+        > "$WORK/console-$1.log" 2>&1 < /dev/null &
+    QEMU_PID=$!
+    BOOT_START=$SECONDS
+}
+on_card() {
+    ssh -q -i "$WORK/key" -p "$SSH_PORT" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+        -o ConnectTimeout=10 -o BatchMode=yes admin@127.0.0.1 "$@"
+}
+wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
+    local limit=$1 what=$2; shift 2
+    local until=$((SECONDS + limit))
+    while ! "$@" >/dev/null 2>&1; do
+        kill -0 "$QEMU_PID" 2>/dev/null || { tail -40 "$WORK"/console-*.log >&2; die "QEMU exited while waiting for $what"; }
+        [ $SECONDS -lt $until ] || { tail -60 "$WORK"/console-*.log >&2; die "timed out after ${limit}s waiting for $what"; }
+        sleep 3
+    done
+}
+api() { curl -fsS --max-time 20 -u "admin:$PASSWORD" "http://127.0.0.1:$WEB_PORT$1"; }
+classified() { api /api/v1/status | python3 -c 'import json,sys; l=json.load(sys.stdin)["loop"] or {}; sys.exit(0 if (l.get("classified") or 0) > 0 else 1)'; }
+full_pass() {  # every photo classified at least once: the loop has seen (files) + 1 frames
+    local n; n=$(find "$SHARED/images" -maxdepth 1 -type f | wc -l)
+    api /api/v1/status | python3 -c "import json,sys; l=json.load(sys.stdin)['loop'] or {}; sys.exit(0 if (l.get('frames_seen') or 0) > $n + 1 else 1)"
+}
+monitor() {  # monitor COMMAND: one QEMU monitor command (hotplugging the USB stick)
+    python3 - "$WORK/monitor.sock" "$1" <<'PY'
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode() + b"\n")
+time.sleep(1)
+reply = s.recv(65536).decode(errors="replace")
+if "Error" in reply or "error" in reply:
+    sys.exit(f"QEMU monitor: {sys.argv[2]}: {reply}")
+PY
+}
+offload_done() {
+    local state; state=$(on_card systemctl show -P ActiveState,Result appliance-offload@sda.service | tr '\n' ' ')
+    # It ran (an ExecMainStartTimestamp) and exited 0, which `appliance offload` does only when complete.
+    [ "$state" = "inactive success " ] && [ -n "$(on_card systemctl show -P ExecMainStartTimestampMonotonic appliance-offload@sda.service | grep -v '^0$')" ]
+}
+poweroff() {
+    on_card sudo systemctl poweroff || true
+    local until=$((SECONDS + 180))
+    while kill -0 "$QEMU_PID" 2>/dev/null; do
+        [ $SECONDS -lt $until ] || die "the card did not power off within 180 s"
+        sleep 2
+    done
+    wait "$QEMU_PID" 2>/dev/null || true
+    QEMU_PID=""
+}
+
+say "first boot"
+boot first
+wait_for 600 "SSH (first boot enables it for the key in appliance.toml)" on_card true
+wait_for 300 "the first classification" classified
+first_classification_s=$((SECONDS - BOOT_START))
+wait_for 600 "a full pass over the photos" full_pass
+
+say "checks after the first boot"
+check "appliance.service is active" test "$(on_card systemctl is-active appliance.service)" = active
+check "appliance-web.socket is active" test "$(on_card systemctl is-active appliance-web.socket)" = active
+check "the first-boot unit ran and succeeded" \
+    test "$(on_card systemctl show -P Result appliance-firstboot.service)" = success
+check "first boot wrote its record" on_card test -s /var/lib/appliance/first-boot.json
+check "first boot applied the hostname" test "$(on_card hostname)" = appliance-test
+check "first boot applied the timezone" test "$(on_card readlink /etc/localtime)" = /usr/share/zoneinfo/Europe/Oslo
+check "first boot grew the root filesystem to the card (> 6 GB)" \
+    test "$(on_card findmnt -bno SIZE /)" -gt 6000000000
+password_gone() { ! on_card grep -q "$PASSWORD" /boot/firmware/appliance.toml; }
+check "the web password's clear text left the boot partition" password_gone
+page=$(curl -fsS --max-time 20 "http://127.0.0.1:$WEB_PORT/" || true)
+check "the review page answers through the port forward" grep -qi "<html" <<<"$page"
+kept=$(api "/captures?limit=100" | python3 -c 'import json,sys; print(" ".join(sorted(i["source"] for i in json.load(sys.stdin)["items"])))')
+say "kept: $kept"
+check "the loop kept exactly bird.bmp and parrot.jpg" test "$kept" = "bird.bmp parrot.jpg"
+no_traceback() { ! on_card sudo journalctl -b -u 'appliance*' | grep -q Traceback; }
+check "the journal shows no Python traceback" no_traceback
+record=$(on_card cat /var/lib/appliance/first-boot.json)
+
+say "plugging in a USB stick (ext4): udev starts the offload"
+truncate -s 64M "$WORK/stick.img"; mkfs.ext4 -q -L STICK "$WORK/stick.img"
+monitor "drive_add 0 if=none,id=stick,file=$WORK/stick.img,format=raw"
+monitor "device_add usb-storage,bus=xhci.0,drive=stick,id=stickdev"
+wait_for 300 "appliance-offload@sda.service to finish" offload_done
+on_card sudo journalctl -u appliance-offload@sda.service --no-pager | tail -5 >&2
+offloaded=$(on_card sudo appliance captures --data /var/lib/appliance/data --json |
+    python3 -c 'import json,sys; print(" ".join(sorted(r["sha256"] for r in map(json.loads, sys.stdin) if r["offloaded_at"])))')
+check "both kept images are marked offloaded" test "$(wc -w <<<"$offloaded")" = 2
+monitor "device_del stickdev"
+
+say "clean poweroff, then fsck"
+poweroff
+qemu-img convert -O raw "$WORK/card.qcow2" "$WORK/after.img"
+rm -f "$WORK/card.qcow2"
+partition() { sfdisk --json "$WORK/after.img" | python3 -c "import json,sys; p=json.load(sys.stdin)['partitiontable']['partitions'][$1]; print(p['start']*512, p['size']*512)"; }
+read -r off size < <(partition 1)
+LOOPS+=("$(losetup --find --show -r -o "$off" --sizelimit "$size" "$WORK/after.img")")
+check "fsck passes on the root filesystem after a clean poweroff" e2fsck -fn "${LOOPS[-1]}"
+read -r off size < <(partition 0)
+LOOPS+=("$(losetup --find --show -r -o "$off" --sizelimit "$size" "$WORK/after.img")")
+check "fsck passes on the boot partition after a clean poweroff" fsck.vfat -n "${LOOPS[-1]}"
+for l in "${LOOPS[@]}"; do losetup -d "$l"; done; LOOPS=()
+
+say "the stick, read on this machine"
+mkdir "$WORK/stick"; mount -o ro,loop "$WORK/stick.img" "$WORK/stick"
+on_stick=$(find "$WORK/stick/appliance-test" -name '*.jpg' -exec sha256sum {} + | cut -d' ' -f1 | sort | tr '\n' ' ' | sed 's/ $//')
+check "the stick holds exactly the two kept images, byte for byte, under <hostname>/" test "$on_stick" = "$offloaded"
+check "the stick holds the offload's manifests" sh -c "ls '$WORK'/stick/appliance-test/manifest-*.csv '$WORK'/stick/appliance-test/manifest-*.jsonl"
+umount "$WORK/stick"
+
+say "second boot"
+qemu-img create -q -f qcow2 -F raw -b "$WORK/after.img" "$WORK/card.qcow2"
+boot second
+wait_for 600 "SSH at the second boot" on_card true
+check "the first-boot unit did not run again" \
+    test "$(on_card systemctl show -P ConditionResult appliance-firstboot.service)" = no
+check "its record is unchanged" test "$(on_card cat /var/lib/appliance/first-boot.json)" = "$record"
+loop_active() { test "$(on_card systemctl is-active appliance.service)" = active; }
+wait_for 300 "appliance.service at the second boot" loop_active
+poweroff
+
+# --- figures ----------------------------------------------------------------------------------
+cold_s=$([ "$build_kind" = cold ] && echo "$build_s" || cat "$CACHE_DIR/last-cold-build-seconds" 2>/dev/null || echo "?")
+say "figures"
+printf '  build time: cold %s s%s, cached %s s\n' "$cold_s" \
+    "$([ "$build_kind" = cold ] || echo ' (an earlier run: this one found the base cached)')" "${cached_s:-?}" >&2
+printf '  image: %s raw, %s .xz\n' "$(human "$raw_bytes")" "$(human "$xz_bytes")" >&2
+printf '  boot to first classification: %s s (QEMU TCG, emulated Cortex-A72)\n' "$first_classification_s" >&2
+if [ "$failures" -gt 0 ]; then die "$failures boot-test check(s) failed; console logs were in $WORK"; fi
+say "boot test passed"

@@ -9,6 +9,7 @@ config reference, so the three cannot drift apart.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import re
 import tomllib
@@ -17,12 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.errors import ConfigError
+from appliance.files import atomic_write_bytes
 
 DEVICE_CONFIG_PATH = Path("/boot/firmware/appliance.toml")
 
 
 def _key(default, doc, **rules):
-    """A config key: its default, one line of documentation, and its rules (choices, min, max)."""
+    """A config key: its default, one line of documentation, and its rules.
+
+    Rules: ``choices``, ``min``, ``max``, ``size``; ``check``, a function that returns the value
+    (perhaps normalised) or raises ``ValueError`` with the problem, with ``allowed`` saying in words
+    what it accepts; ``secret``, so that errors never echo the value."""
     factory = {"default_factory": lambda: default} if isinstance(default, (dict, list)) else {"default": default}
     return field(metadata={"doc": doc, **rules}, **factory)
 
@@ -116,8 +122,117 @@ class GpioConfig:
 class WebConfig:
     host: str = _key("0.0.0.0", "Address the review page listens on; 0.0.0.0 is every network interface.")
     port: int = _key(80, "Port of the review page (80 on the device, so http://HOSTNAME.local/ works).", min=1, max=65535)
-    password: str = _key("", "Password for the page and the sync API, in clear text: at first start it is hashed into password_hash and removed from this file.")
-    password_hash: str = _key("", "The password's salted hash, written by the appliance; leave it empty and set password instead.")
+    password: str = _key("", "Password for the page and the sync API, in clear text: at first start it is hashed into password_hash and removed from this file.",
+                         secret=True)
+    password_hash: str = _key("", "The password's salted hash, written by the appliance; leave it empty and set password instead.",
+                              secret=True)
+
+
+# -- [system] checks: each returns the value, perhaps normalised, or raises ValueError(problem) -------
+
+SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+                 "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
+
+
+def _hostname(value: str) -> str:
+    name = value.lower()  # host names are case-insensitive (RFC 1123); the device's is kept lower-case
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", name):
+        raise ValueError(f"{value!r} is not a host name")
+    return name
+
+
+def _timezone(value: str) -> str:
+    # A path under /usr/share/zoneinfo, so no segment may be empty, "." or ".."
+    if len(value) > 100 or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z][A-Za-z0-9_+-]*)*", value):
+        raise ValueError(f"{value!r} is not a time zone name")
+    return value
+
+
+def _country(value: str) -> str:
+    if value and not re.fullmatch(r"[A-Za-z]{2}", value):
+        raise ValueError(f"{value!r} is not a two-letter country code")
+    return value.upper()
+
+
+def _ssid(value: str) -> str:
+    if len(value.encode()) > 32:
+        raise ValueError(f"{value!r} is {len(value.encode())} bytes long")
+    return value
+
+
+def _passphrase(value: str) -> str:
+    is_key = re.fullmatch(r"[0-9A-Fa-f]{64}", value)
+    is_text = 8 <= len(value) <= 63 and all(" " <= c <= "~" for c in value)
+    if value and not (is_key or is_text):
+        raise ValueError(f"the value ({len(value)} characters) is not a WPA passphrase")
+    return value
+
+
+def ssh_key_lines(text: str) -> list[str]:
+    """The key lines of an authorized_keys text: stripped, without blank lines and # comments."""
+    return [line.strip() for line in text.split("\n") if line.strip() and not line.strip().startswith("#")]
+
+
+def _ssh_keys(value: str) -> str:
+    for number, line in enumerate(ssh_key_lines(value), 1):
+        kind, *rest = line.split()
+        if kind not in SSH_KEY_TYPES:
+            raise ValueError(f"key {number} starts with {kind[:40]!r}, not a key type")
+        if not rest or not _names_key_type(rest[0], kind):
+            raise ValueError(f"key {number} ({kind}) is damaged or cut short: copy the whole line of the .pub file")
+    return value
+
+
+def _names_key_type(blob: str, kind: str) -> bool:
+    """An OpenSSH public key's base64 part is whole: length-prefixed fields, the first its own key type."""
+    try:
+        raw = base64.b64decode(blob, validate=True)
+    except ValueError:
+        return False
+    fields, at = [], 0
+    while at + 4 <= len(raw):
+        length = int.from_bytes(raw[at:at + 4], "big")
+        fields.append(raw[at + 4:at + 4 + length])
+        at += 4 + length
+    return at == len(raw) and len(fields) >= 2 and fields[0] == kind.encode()
+
+
+def _login_password(value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("the value has a control character (a line break, a tab)")
+    return value
+
+
+def _crypt_hash(value: str) -> str:
+    # Never a ':' or a line break: the hash goes into a field of /etc/shadow
+    if value and not re.fullmatch(r"\$[0-9a-z]+\$[A-Za-z0-9./$=,]+", value):
+        raise ValueError("the value is not a crypt(3) hash")
+    return value
+
+
+@dataclass(frozen=True)
+class SystemConfig:
+    hostname: str = _key("appliance", "The device's name on the network (http://HOSTNAME.local/); upper case is taken as lower case.",
+                         check=_hostname, allowed="1 to 63 letters, digits and '-', not starting or ending with '-'")
+    timezone: str = _key("UTC", "Time zone of the device's clock and logs, from the tz database.",
+                         check=_timezone, allowed='a tz database name such as "Europe/Oslo" or "UTC"')
+    wifi_country: str = _key("", "Country whose radio rules the Wi-Fi obeys; required with wifi_ssid.",
+                             check=_country, allowed='"" or a two-letter ISO 3166 code such as "NO", "GB" or "US"')
+    wifi_ssid: str = _key("", "The Wi-Fi network to join; empty turns Wi-Fi off (Ethernet still works).",
+                          check=_ssid, allowed='"" or a name of 1 to 32 bytes')
+    wifi_passphrase: str = _key("", "The network's WPA2 passphrase; only the key derived from it is written to the device; empty for an open network.",
+                                check=_passphrase, secret=True,
+                                allowed='"", 8 to 63 printable ASCII characters, or 64 hex digits (the key itself)')
+    ssh_authorized_keys: str = _key("", "OpenSSH public keys that may log in as admin, one per line; SSH is on only when this is set.",
+                                    check=_ssh_keys, allowed='"" or lines that each start with ' + ", ".join(SSH_KEY_TYPES))
+    admin_password: str = _key("", "Password of admin, the console and SSH user, in clear text: `appliance system apply` hashes it into admin_password_hash and removes it from this file.",
+                               check=_login_password, secret=True, allowed="a string without control characters")
+    admin_password_hash: str = _key("", "The admin password's crypt(3) hash, written by the appliance; with both empty the password is left as it is.",
+                                    check=_crypt_hash, secret=True, allowed='"" or a crypt(3) hash such as "$6$salt$hash"')
+
+    @property
+    def ssh_keys(self) -> list[str]:
+        return ssh_key_lines(self.ssh_authorized_keys)
 
 
 @dataclass(frozen=True)
@@ -129,6 +244,7 @@ class Config:
     status: StatusConfig = field(default_factory=StatusConfig)
     web: WebConfig = field(default_factory=WebConfig)
     gpio: GpioConfig = field(default_factory=GpioConfig)
+    system: SystemConfig = field(default_factory=SystemConfig)
     source: str = field(default="<defaults>", compare=False)
 
     def replace(self, **sections) -> Config:
@@ -141,7 +257,8 @@ class Config:
 
 
 _SECTION_TYPES = {"camera": CameraConfig, "model": ModelConfig, "keep": KeepConfig,
-                  "storage": StorageConfig, "status": StatusConfig, "web": WebConfig, "gpio": GpioConfig}
+                  "storage": StorageConfig, "status": StatusConfig, "web": WebConfig, "gpio": GpioConfig,
+                  "system": SystemConfig}
 PATH_KEYS = {("camera", "replay_dir"), ("model", "path"), ("model", "labels"), ("model", "edgetpu_path"),
              ("storage", "data_dir"), ("status", "runtime_dir")}
 
@@ -189,6 +306,7 @@ def config_from_dict(data: dict, source="<dict>", base_dir: Path | None = None) 
         sections[name] = _build_section(name, _SECTION_TYPES[name], values, source, base_dir)
     config = Config(**sections, source=str(source))
     check_pins(config.gpio, source)
+    check_system(config.system, source)
     return config
 
 
@@ -213,6 +331,16 @@ def check_pins(gpio: GpioConfig, source) -> None:
         seen[pin] = key
 
 
+def check_system(system: SystemConfig, source) -> None:
+    """Wi-Fi settings that only work together."""
+    if system.wifi_ssid and not system.wifi_country:
+        raise ConfigError(source, "system.wifi_country", "required when system.wifi_ssid is set (Wi-Fi channels and power are regulated per country)",
+                          'a two-letter ISO 3166 code such as "NO", "GB" or "US"')
+    if system.wifi_passphrase and not system.wifi_ssid:
+        raise ConfigError(source, "system.wifi_passphrase", "set, but system.wifi_ssid is empty",
+                          "set wifi_ssid too, or leave wifi_passphrase empty")
+
+
 def _build_section(section, cls, values, source, base_dir):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -233,6 +361,8 @@ def _check_value(key, f, value, source):
     allowed = describe_allowed(f)
 
     def fail(problem):
+        if rules.get("secret"):  # a password must not reach a log through its error message
+            problem = problem.replace(repr(value), "the value")
         raise ConfigError(source, key, problem, allowed)
 
     if rules.get("size"):
@@ -272,6 +402,11 @@ def _check_value(key, f, value, source):
     else:  # pragma: no cover - a field type this loader does not know is a programming error
         raise TypeError(f"config field {key} has unsupported type {kind}")
 
+    if "check" in rules:
+        try:
+            value = rules["check"](value)
+        except ValueError as e:
+            fail(str(e))
     if "choices" in rules and value not in rules["choices"]:
         fail(f"{value!r} is not allowed")
     for number in _numbers(value):
@@ -301,6 +436,8 @@ def describe_allowed(f) -> str:
     """What a key accepts, in words: used in errors and in the README's reference."""
     rules = f.metadata
     kind = typing.get_type_hints(_owner(f))[f.name]
+    if "allowed" in rules:
+        return rules["allowed"]
     if "choices" in rules:
         return " or ".join(f'"{c}"' for c in rules["choices"])
     names = {bool: "true or false", int: "a whole number", str: "a string", float: "a number",
@@ -347,12 +484,54 @@ def _toml_value(value) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return '"' + re.sub(r"[\x00-\x08\x0a-\x1f\x7f]", _toml_escape, escaped) + '"'
     if isinstance(value, (tuple, list)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{_toml_value(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
     raise TypeError(type(value))
+
+
+def _toml_escape(match) -> str:
+    char = match.group()
+    return {"\n": "\\n", "\r": "\\r"}.get(char, f"\\u{ord(char):04x}")
+
+
+def replace_clear_text(text: str, section: str, key: str, hashed: str) -> str:
+    """``text`` with ``KEY = "…"`` in ``[SECTION]`` replaced by ``KEY_hash = "HASHED"``; all else kept.
+
+    Comments and the other lines stay as they were; an older ``KEY_hash`` line is dropped. Raises
+    ``ValueError`` if the key is not on a line of its own, or the result would not read back as the
+    same config with only that change."""
+    hash_key = f"{key}_hash"
+    lines, current, done = text.splitlines(keepends=True), None, False
+    for i, line in enumerate(lines):
+        header = re.match(r"\s*\[([^\]]+)\]", line)
+        if header:
+            current = header.group(1).strip()
+        elif current == section and re.match(rf"\s*{re.escape(key)}\s*=", line):
+            lines[i] = f"{hash_key} = {_toml_value(hashed)}\n"
+            done = True
+        elif current == section and re.match(rf"\s*{re.escape(hash_key)}\s*=", line):
+            lines[i] = ""
+    if not done:
+        raise ValueError(f"no {key} line under [{section}]")
+    rewritten = "".join(lines)
+    expected = tomllib.loads(text)
+    expected[section].pop(key)
+    expected[section][hash_key] = hashed
+    if tomllib.loads(rewritten) != expected:
+        raise ValueError(f"{section}.{key} is not on a line of its own")
+    return rewritten
+
+
+def remove_clear_text(path: str | Path, section: str, key: str, hashed: str) -> None:
+    """Rewrite the config file so ``[SECTION]`` holds ``KEY_hash`` in place of the clear-text ``KEY``.
+
+    Raises ``OSError`` (a read-only boot partition) or ``ValueError`` (see ``replace_clear_text``)."""
+    path = Path(path)
+    atomic_write_bytes(path, replace_clear_text(path.read_text(), section, key, hashed).encode(), mode=0o600)
 
 
 def reference_markdown() -> str:

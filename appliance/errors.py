@@ -49,3 +49,7 @@ class StorageError(ApplianceError, OSError):
 
 class LoopNotRunning(ApplianceError, ConnectionError):
     """The capture loop does not answer on its control socket: it is stopped, starting or gone."""
+
+
+class SystemSettingsError(ApplianceError, OSError):
+    """A [system] setting cannot be applied: a missing time zone or user, a file that cannot be written."""

@@ -18,7 +18,8 @@ import sys
 from appliance import __version__
 from appliance.errors import ApplianceError
 
-COMMAND_MODULES = ("run", "serve", "config", "models", "classify", "captures", "sync", "offload", "bench", "bench_web", "bench_offload")
+COMMAND_MODULES = ("run", "serve", "config", "models", "classify", "captures", "sync", "offload", "system", "bench", "bench_web",
+                   "bench_offload")
 
 
 def add_command(subparsers, name, func, **kwargs) -> argparse.ArgumentParser:

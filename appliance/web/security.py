@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import hmac
 import logging
-import re
 import secrets
 import threading
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from appliance.config import remove_clear_text
 from appliance.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -50,31 +50,12 @@ def adopt_password(web_config, config_path: Path | None) -> str:
     if config_path is None:
         return password_hash
     try:
-        text = Path(config_path).read_text()
-        rewritten = _replace_password(text, password_hash)
-        atomic_write_bytes(config_path, rewritten.encode(), mode=0o600)
+        remove_clear_text(config_path, "web", "password", password_hash)
         log.info("hashed the web password and removed its clear text from %s", config_path)
     except (OSError, ValueError) as e:
         log.warning("could not remove the clear-text web password from %s (%s): it stays readable there",
                     config_path, e)
     return password_hash
-
-
-def _replace_password(text: str, password_hash: str) -> str:
-    """Replace ``password = "…"`` in the [web] table with ``password_hash = "…"``, keeping the rest."""
-    lines, section, done = text.splitlines(keepends=True), None, False
-    for i, line in enumerate(lines):
-        header = re.match(r"\s*\[([^\]]+)\]", line)
-        if header:
-            section = header.group(1).strip()
-        elif section == "web" and re.match(r"\s*password\s*=", line):
-            lines[i] = f'password_hash = "{password_hash}"\n'
-            done = True
-        elif section == "web" and re.match(r"\s*password_hash\s*=", line):
-            lines[i] = ""
-    if not done:
-        raise ValueError("no password line under [web]")
-    return "".join(lines)
 
 
 def load_secret_key(data_dir: Path) -> bytes:

@@ -1,0 +1,444 @@
+"""The device's system settings ([system] in the config file) written into its root filesystem.
+
+``apply`` makes the system match the config: host name, time zone, Wi-Fi, SSH keys and the admin
+password; on the first boot it also grows the root filesystem to fill the SD card. It works on any
+folder laid out like a Debian root, so tests (and a mounted image) use a folder; only with
+``root = /`` does it touch the running system: its host name, and the Wi-Fi and SSH services.
+
+* Idempotent: a file, link or password already as the config wants it is not touched, and the
+  report of a second run is empty.
+* Every file is written atomically (``appliance.files``).
+* No secret is logged, reported or recorded. The Wi-Fi passphrase is written only as the key
+  wpa_passphrase would derive from it. Clear-text passwords become hashes, and the config file is
+  rewritten without them.
+* Wi-Fi and SSH are switched on and off by their ``multi-user.target.wants`` links, which systemd
+  reads at boot; with ``root = /`` a changed link is also started or stopped now (without
+  waiting, since this runs early in the boot).
+* External commands (``findmnt``, ``growpart``, ``resize2fs``, ``ssh-keygen``, ``systemctl``,
+  ``rfkill``) go through the injected ``run``, which is called like ``subprocess.run``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import socket
+import stat
+import subprocess
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from appliance import __version__
+from appliance.config import Config, SystemConfig, remove_clear_text
+from appliance.errors import SystemSettingsError
+from appliance.files import atomic_file, fsync_dir
+from appliance.web.security import adopt_password
+
+log = logging.getLogger(__name__)
+
+ADMIN = "admin"
+WANTS = "etc/systemd/system/multi-user.target.wants"
+WPA_CONF = "etc/wpa_supplicant/wpa_supplicant-wlan0.conf"
+WIFI_SERVICE, SSH_SERVICE = "wpa_supplicant@wlan0.service", "ssh.service"
+WPA_LINK, WPA_UNIT = f"{WANTS}/{WIFI_SERVICE}", "/lib/systemd/system/wpa_supplicant@.service"
+SSH_LINK, SSH_UNIT = f"{WANTS}/{SSH_SERVICE}", "/lib/systemd/system/ssh.service"
+SSH_HOST_KEY = "etc/ssh/ssh_host_ed25519_key"
+FIRST_BOOT_RECORD = "var/lib/appliance/first-boot.json"
+DEFAULT_HOSTS = "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n"
+
+
+@dataclass
+class SystemReport:
+    """What one ``apply`` changed (files, links, actions) and what it could not do; never a secret."""
+
+    changed: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def is_changed(self) -> bool:
+        return bool(self.changed)
+
+
+def apply(config: Config, config_path: Path | None, root: Path = Path("/"), first_boot: bool = False,
+          run=subprocess.run) -> SystemReport:
+    """Make the system under ``root`` match ``config.system``; return what changed.
+
+    ``config_path`` is the file ``config`` came from: clear-text passwords are removed from it.
+    ``first_boot`` also grows the root filesystem and then writes ``var/lib/appliance/first-boot.json``,
+    once. Raises ``SystemSettingsError`` naming the file or key, and the fix."""
+    fs = _Root(Path(root), SystemReport())
+    system = config.system
+    _set_timezone(fs, system.timezone)
+    _set_hostname(fs, system.hostname)
+    switched = {}  # service -> start (True) or stop, for the services whose setting changed
+    if _set_wifi(fs, system, config_path):
+        switched[WIFI_SERVICE] = bool(system.wifi_ssid)
+    if _set_ssh(fs, system, run):
+        switched[SSH_SERVICE] = bool(system.ssh_keys)
+    if fs.is_live and switched:
+        _switch_services(run, switched)
+    _set_admin_password(fs, system, config_path)
+    if config.web.password and config_path is not None:
+        adopt_password(config.web, config_path)  # here, as root: the web service cannot write the boot partition
+        fs.note("web.password: hashed into web.password_hash")
+    if first_boot:
+        _grow_root_filesystem(fs, run)
+        _record_first_boot(fs, config)
+    return fs.report
+
+
+def public_settings(system: SystemConfig) -> dict:
+    """What was applied, fit for a log or a record: no passphrase, password or hash."""
+    return {"hostname": system.hostname, "timezone": system.timezone,
+            "wifi": {"ssid": system.wifi_ssid, "country": system.wifi_country,
+                     "is_open": not system.wifi_passphrase} if system.wifi_ssid else None,
+            "ssh_keys": len(system.ssh_keys),
+            "is_admin_password_set": bool(system.admin_password or system.admin_password_hash)}
+
+
+# -- host name and time zone -------------------------------------------------------------------------
+
+def _set_hostname(fs: _Root, hostname: str) -> None:
+    fs.write("etc/hostname", f"{hostname}\n".encode())
+    hosts = fs.read_text("etc/hosts", default=DEFAULT_HOSTS)
+    fs.write("etc/hosts", hosts_with_hostname(hosts, hostname).encode())
+    if fs.is_live and socket.gethostname() != hostname:
+        try:
+            socket.sethostname(hostname)
+        except OSError as e:
+            raise SystemSettingsError(f"cannot set the running host name to {hostname!r} ({e.strerror}): "
+                                      "run this as root (sudo)") from None
+        fs.note(f"running host name: {hostname}")
+
+
+def hosts_with_hostname(text: str, hostname: str) -> str:
+    """An /etc/hosts text whose one ``127.0.1.1`` line names ``hostname``; other lines kept."""
+    lines, done = [], False
+    for line in text.splitlines():
+        if line.split()[:1] == ["127.0.1.1"]:
+            if not done:
+                lines.append(f"127.0.1.1\t{hostname}")
+            done = True
+            continue
+        lines.append(line)
+    if not done:
+        lines.append(f"127.0.1.1\t{hostname}")
+    return "\n".join(lines) + "\n"
+
+
+def _set_timezone(fs: _Root, name: str) -> None:
+    zone = fs.path("usr/share/zoneinfo") / name
+    if not zone.is_file():
+        raise SystemSettingsError(f"{zone}: no such file, so system.timezone = {name!r} is not a time zone here: "
+                                  "use a name from `timedatectl list-timezones` such as \"Europe/Oslo\"")
+    fs.link("etc/localtime", f"/usr/share/zoneinfo/{name}")
+    fs.write("etc/timezone", f"{name}\n".encode())
+
+
+# -- Wi-Fi ---------------------------------------------------------------------------------------------
+
+def _set_wifi(fs: _Root, system: SystemConfig, config_path: Path | None) -> bool:
+    """Write or remove the network and the service's link; True if either changed."""
+    if not system.wifi_ssid:
+        return fs.remove(WPA_LINK) | fs.remove(WPA_CONF)
+    return (fs.write(WPA_CONF, wpa_supplicant_conf(system, config_path).encode(), mode=0o600)
+            | fs.link(WPA_LINK, WPA_UNIT))
+
+
+def wpa_supplicant_conf(system: SystemConfig, config_path: Path | None = None) -> str:
+    """The wpa_supplicant-wlan0.conf for the config's network; it holds the derived key, never the passphrase."""
+    where = f"[system] in {config_path}" if config_path else "[system] in the appliance config"
+    if system.wifi_passphrase:
+        security = f"\tpsk={wpa_psk(system.wifi_passphrase, system.wifi_ssid)}"
+    else:
+        security = "\tkey_mgmt=NONE"
+    return (f"# Written by `appliance system apply` from {where}: change it there, not here.\n"
+            "ctrl_interface=DIR=/run/wpa_supplicant GROUP=netdev\n"
+            "update_config=0\n"
+            f"country={system.wifi_country}\n"
+            "\n"
+            "network={\n"
+            f"\t{ssid_setting(system.wifi_ssid)}\n"
+            f"{security}\n"
+            "}\n")
+
+
+def wpa_psk(passphrase: str, ssid: str) -> str:
+    """The 256-bit WPA key as hex, derived as wpa_passphrase does; 64 hex digits are the key already."""
+    if re.fullmatch(r"[0-9A-Fa-f]{64}", passphrase):
+        return passphrase.lower()
+    return hashlib.pbkdf2_hmac("sha1", passphrase.encode(), ssid.encode(), 4096, 32).hex()
+
+
+def ssid_setting(ssid: str) -> str:
+    """``ssid="…"`` for plain printable names; the hex form for anything wpa_supplicant could misread."""
+    raw = ssid.encode()
+    if all(0x20 <= b < 0x7F for b in raw) and b'"' not in raw and b"\\" not in raw:
+        return f'ssid="{ssid}"'
+    return f"ssid={raw.hex()}"
+
+
+# -- SSH and the admin password ------------------------------------------------------------------------
+
+def _set_ssh(fs: _Root, system: SystemConfig, run) -> bool:
+    """Keys, host keys and the service's link; True if the service was switched on or off."""
+    keys = system.ssh_keys
+    if not keys:
+        user = _find_user(fs, ADMIN)
+        if user:
+            fs.remove(f"{user.home}/.ssh/authorized_keys")
+        return fs.remove(SSH_LINK)
+    user = _require_user(fs, "system.ssh_authorized_keys")
+    owner = (user.uid, user.gid)
+    if not fs.path(user.home).exists():
+        fs.mkdir(user.home, 0o700, owner)
+    fs.mkdir(f"{user.home}/.ssh", 0o700, owner)
+    fs.write(f"{user.home}/.ssh/authorized_keys", ("\n".join(keys) + "\n").encode(), mode=0o600, owner=owner)
+    if not fs.path(SSH_HOST_KEY).exists():
+        fs.path("etc/ssh").mkdir(parents=True, exist_ok=True)
+        _run(run, ["ssh-keygen", "-A", "-f", str(fs.root)])
+        fs.note("SSH host keys generated")
+    return fs.link(SSH_LINK, SSH_UNIT)
+
+
+def _switch_services(run, switched: dict[str, bool]) -> None:
+    """The running systemd read the links at boot: tell it. --no-block, as boot may be waiting for us."""
+    _run(run, ["systemctl", "daemon-reload"])
+    if switched.get(WIFI_SERVICE):
+        _run(run, ["rfkill", "unblock", "wifi"])  # Raspberry Pi OS keeps the radio blocked until a country is set
+    for service, is_on in switched.items():
+        _run(run, ["systemctl", "restart" if is_on else "stop", "--no-block", service])
+
+
+def _set_admin_password(fs: _Root, system: SystemConfig, config_path: Path | None) -> None:
+    if not (system.admin_password or system.admin_password_hash):
+        return  # nothing set: the password stays as it is
+    _require_user(fs, "system.admin_password")
+    path = fs.path("etc/shadow")
+    try:
+        text, found = path.read_text(), path.stat()
+    except OSError as e:
+        raise SystemSettingsError(f"{path}: cannot be read ({e.strerror}): run this as root (sudo)") from None
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        fields = line.rstrip("\n").split(":")
+        if fields[0] == ADMIN and len(fields) > 1:
+            break
+    else:
+        raise SystemSettingsError(f"{path}: no line for {ADMIN!r}, whose password system.admin_password sets: "
+                                  f"create the user with `adduser {ADMIN}`")
+    password_hash = _admin_hash(system, current_hash=fields[1])
+    fields[1] = password_hash
+    lines[i] = ":".join(fields) + "\n"
+    fs.write("etc/shadow", "".join(lines).encode(), mode=stat.S_IMODE(found.st_mode),
+             owner=(found.st_uid, found.st_gid), label=f"etc/shadow: {ADMIN}'s password")
+    if system.admin_password and config_path is not None:
+        try:
+            remove_clear_text(config_path, "system", "admin_password", password_hash)
+        except (OSError, ValueError) as e:
+            fs.warn(f"could not remove the clear-text system.admin_password from {config_path} ({e}): "
+                    "it stays readable there")
+        else:
+            fs.note("system.admin_password: hashed into system.admin_password_hash")
+
+
+def _admin_hash(system: SystemConfig, current_hash: str) -> str:
+    if not system.admin_password:
+        return system.admin_password_hash
+    if current_hash.startswith("$") and _crypt(system.admin_password, current_hash) == current_hash:
+        return current_hash  # already this password: a new salt would change the file for nothing
+    return _crypt(system.admin_password, None)
+
+
+def _crypt(password: str, salt: str | None) -> str | None:
+    """crypt(3); ``salt=None`` makes a new SHA-512 one. Python 3.11's crypt is deprecated, not yet gone."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            import crypt
+        except ImportError:  # pragma: no cover - Python 3.13 and later
+            raise SystemSettingsError("this Python has no crypt module to hash system.admin_password: set "
+                                      "admin_password_hash to the output of `mkpasswd -m sha-512` instead") from None
+    return crypt.crypt(password, salt or crypt.mksalt(crypt.METHOD_SHA512))
+
+
+@dataclass(frozen=True)
+class _User:
+    uid: int
+    gid: int
+    home: str  # relative to the root
+
+
+def _find_user(fs: _Root, name: str) -> _User | None:
+    for line in fs.read_text("etc/passwd", default="").splitlines():
+        fields = line.split(":")
+        if fields[0] == name and len(fields) >= 6:
+            return _User(int(fields[2]), int(fields[3]), fields[5].lstrip("/"))
+    return None
+
+
+def _require_user(fs: _Root, key: str) -> _User:
+    user = _find_user(fs, ADMIN)
+    if user is None:
+        raise SystemSettingsError(f"{fs.path('etc/passwd')}: no user {ADMIN!r}, whom {key} is for: "
+                                  f"create it with `adduser {ADMIN}`, or leave {key} empty")
+    return user
+
+
+# -- the first boot ------------------------------------------------------------------------------------
+
+def _grow_root_filesystem(fs: _Root, run) -> None:
+    """Grow the root partition to the end of the card (growpart), then its filesystem (resize2fs)."""
+    source = _run(run, ["findmnt", "-no", "SOURCE", str(fs.root)]).stdout.strip()
+    source = re.sub(r"\[.*\]$", "", source)  # a btrfs subvolume's suffix
+    if not source.startswith("/dev/"):
+        fs.warn(f"{fs.root} is not mounted from a block device ({source or 'not a mount point'}): nothing to grow")
+        return
+    partition = Path(source).name
+    block = fs.path("sys/class/block") / partition
+    try:
+        number = int((block / "partition").read_text())
+    except (OSError, ValueError):
+        fs.warn(f"{source} is not a partition of a disk: nothing to grow")
+        return
+    disk = f"/dev/{block.resolve().parent.name}"
+    grown = _run(run, ["growpart", disk, str(number)], allowed=lambda r: r.returncode == 1 and "NOCHANGE" in r.stdout)
+    if grown.returncode == 0:
+        fs.note(f"root partition grown: {disk} partition {number}")
+    resized = _run(run, ["resize2fs", source])
+    if "Nothing to do" not in resized.stdout + resized.stderr:
+        fs.note(f"root filesystem resized: {source}")
+
+
+def _record_first_boot(fs: _Root, config: Config) -> None:
+    """Written last and once: its presence says the first boot's work is done."""
+    if fs.path(FIRST_BOOT_RECORD).exists():
+        return
+    record = {"time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "version": __version__,
+              "settings": public_settings(config.system), "changed": list(fs.report.changed)}
+    fs.write(FIRST_BOOT_RECORD, (json.dumps(record, indent=2) + "\n").encode())
+
+
+def _run(run, args: list[str], allowed=lambda result: False):
+    try:
+        result = run(args, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise SystemSettingsError(f"{args[0]}: not installed, and `appliance system apply` needs it") from None
+    if result.returncode != 0 and not allowed(result):
+        output = (result.stderr or result.stdout or "").strip().splitlines()
+        raise SystemSettingsError(f"`{' '.join(args)}` failed (exit {result.returncode})"
+                                  + (f": {output[-1]}" if output else ""))
+    return result
+
+
+# -- writing under the root ----------------------------------------------------------------------------
+
+class _Root:
+    """Files, links and folders under a root folder, touched only when they differ, each change noted."""
+
+    def __init__(self, root: Path, report: SystemReport):
+        self.root, self.report = root, report
+        self.is_live = root.resolve() == Path("/")
+        self.is_root_user = os.geteuid() == 0
+
+    def path(self, relative: str) -> Path:
+        return self.root / relative
+
+    def note(self, change: str) -> None:
+        log.info("%s", change)
+        self.report.changed.append(change)
+
+    def warn(self, problem: str) -> None:
+        log.warning("%s", problem)
+        self.report.warnings.append(problem)
+
+    def read_text(self, relative: str, default: str) -> str:
+        try:
+            return self.path(relative).read_text()
+        except FileNotFoundError:
+            return default
+        except OSError as e:
+            raise self._error(self.path(relative), e, "read") from None
+
+    def write(self, relative: str, data: bytes, mode: int = 0o644, owner: tuple[int, int] | None = None,
+              label: str | None = None) -> bool:
+        """Write atomically with this mode (and owner, when running as root) unless it is so already."""
+        path, owner = self.path(relative), owner if self.is_root_user else None
+        if self._is_already(path, data, mode, owner):
+            return False
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_file(path, mode) as f:
+                os.fchmod(f.fileno(), mode)  # the umask must not loosen or tighten it
+                if owner:
+                    os.fchown(f.fileno(), *owner)
+                f.write(data)
+        except OSError as e:
+            raise self._error(path, e) from None
+        self.note(label or relative)
+        return True
+
+    def link(self, relative: str, target: str) -> bool:
+        """Make ``relative`` a symlink to ``target``, replacing whatever is there in one rename."""
+        path = self.path(relative)
+        if path.is_symlink() and os.readlink(path) == target:
+            return False
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            os.symlink(target, tmp)
+            os.replace(tmp, path)
+            fsync_dir(path.parent)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise self._error(path, e) from None
+        self.note(f"{relative} -> {target}")
+        return True
+
+    def remove(self, relative: str) -> bool:
+        path = self.path(relative)
+        if not (path.is_symlink() or path.exists()):
+            return False
+        try:
+            path.unlink()
+            fsync_dir(path.parent)
+        except OSError as e:
+            raise self._error(path, e, "removed") from None
+        self.note(f"{relative}: removed")
+        return True
+
+    def mkdir(self, relative: str, mode: int, owner: tuple[int, int] | None = None) -> None:
+        """A folder with this mode (and owner, when running as root)."""
+        path, owner = self.path(relative), owner if self.is_root_user else None
+        try:
+            if path.is_dir() and stat.S_IMODE(path.stat().st_mode) == mode and (
+                    owner is None or (path.stat().st_uid, path.stat().st_gid) == owner):
+                return
+            path.mkdir(parents=True, exist_ok=True)
+            os.chmod(path, mode)
+            if owner:
+                os.chown(path, *owner)
+        except OSError as e:
+            raise self._error(path, e) from None
+        self.note(f"{relative}/")
+
+    def _is_already(self, path: Path, data: bytes, mode: int, owner) -> bool:
+        try:
+            found = path.lstat()
+            return (stat.S_ISREG(found.st_mode) and stat.S_IMODE(found.st_mode) == mode
+                    and (owner is None or (found.st_uid, found.st_gid) == owner) and path.read_bytes() == data)
+        except OSError:
+            return False
+
+    def _error(self, path: Path, error: OSError, verb: str = "written") -> SystemSettingsError:
+        return SystemSettingsError(f"{path}: cannot be {verb} ({error.strerror or error}): run this as root (sudo), "
+                                   f"with {self.root} mounted read-write")

@@ -50,6 +50,7 @@ WPA_LINK, WPA_UNIT = f"{WANTS}/{WIFI_SERVICE}", "/lib/systemd/system/wpa_supplic
 SSH_LINK, SSH_UNIT = f"{WANTS}/{SSH_SERVICE}", "/lib/systemd/system/ssh.service"
 SSH_HOST_KEY = "etc/ssh/ssh_host_ed25519_key"
 FIRST_BOOT_RECORD = "var/lib/appliance/first-boot.json"
+DATA_MOUNT = "var/lib/appliance"  # a partition of its own on images with a read-only root
 DEFAULT_HOSTS = "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n"
 
 
@@ -88,7 +89,7 @@ def apply(config: Config, config_path: Path | None, root: Path = Path("/"), firs
         adopt_password(config.web, config_path)  # here, as root: the web service cannot write the boot partition
         fs.note("web.password: hashed into web.password_hash")
     if first_boot:
-        _grow_root_filesystem(fs, run)
+        _grow_last_filesystem(fs, run)
         _record_first_boot(fs, config)
     return fs.report
 
@@ -293,12 +294,18 @@ def _require_user(fs: _Root, key: str) -> _User:
 
 # -- the first boot ------------------------------------------------------------------------------------
 
-def _grow_root_filesystem(fs: _Root, run) -> None:
-    """Grow the root partition to the end of the card (growpart), then its filesystem (resize2fs)."""
-    source = _run(run, ["findmnt", "-no", "SOURCE", str(fs.root)]).stdout.strip()
+def _grow_last_filesystem(fs: _Root, run) -> None:
+    """Grow the card's last partition to the end of the card (growpart), then its filesystem (resize2fs).
+
+    That is the data partition mounted at /var/lib/appliance when the image has one (a read-only
+    root), else the root filesystem."""
+    data = _run(run, ["findmnt", "-no", "SOURCE", "--mountpoint", str(fs.path(DATA_MOUNT))],
+                allowed=lambda r: r.returncode == 1)
+    what, mount = ("data", fs.path(DATA_MOUNT)) if data.stdout.strip() else ("root", fs.root)
+    source = data.stdout.strip() if what == "data" else _run(run, ["findmnt", "-no", "SOURCE", str(mount)]).stdout.strip()
     source = re.sub(r"\[.*\]$", "", source)  # a btrfs subvolume's suffix
     if not source.startswith("/dev/"):
-        fs.warn(f"{fs.root} is not mounted from a block device ({source or 'not a mount point'}): nothing to grow")
+        fs.warn(f"{mount} is not mounted from a block device ({source or 'not a mount point'}): nothing to grow")
         return
     partition = Path(source).name
     block = fs.path("sys/class/block") / partition
@@ -310,10 +317,10 @@ def _grow_root_filesystem(fs: _Root, run) -> None:
     disk = f"/dev/{block.resolve().parent.name}"
     grown = _run(run, ["growpart", disk, str(number)], allowed=lambda r: r.returncode == 1 and "NOCHANGE" in r.stdout)
     if grown.returncode == 0:
-        fs.note(f"root partition grown: {disk} partition {number}")
+        fs.note(f"{what} partition grown: {disk} partition {number}")
     resized = _run(run, ["resize2fs", source])
     if "Nothing to do" not in resized.stdout + resized.stderr:
-        fs.note(f"root filesystem resized: {source}")
+        fs.note(f"{what} filesystem resized: {source}")
 
 
 def _record_first_boot(fs: _Root, config: Config) -> None:

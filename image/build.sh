@@ -22,6 +22,8 @@
 #   --name NAME            image name (default: appliance-<base>)
 #   --deploy DIR           where the image goes (default: deploy/ in the repository)
 #   --cache DIR            the cache (default: ${XDG_CACHE_HOME:-~/.cache}/appliance-image)
+#   --read-only-root       the OS mounted read-only (overlayroot) after first boot; a data partition
+#                          at /var/lib/appliance is all that is written (debian base)
 #   --no-xz                leave the raw .img (quicker, for development)
 #   --keep-work            keep the work directory (root tree and raw image) for inspection
 set -euo pipefail
@@ -36,7 +38,7 @@ REPO=$(dirname "$IMAGE_DIR")
 . "$IMAGE_DIR/lib/assemble.sh"
 . "$IMAGE_DIR/lib/coral.sh"
 
-BASE=raspios CONFIG="" MODELS_FROM="" REPLAY_DIR="" CORAL=0 RASPIOS_URL_GIVEN="" RASPIOS_SHA256_GIVEN="" CORAL_SHA256_GIVEN="" NAME="" XZ=1 KEEP_WORK=0
+BASE=raspios CONFIG="" MODELS_FROM="" REPLAY_DIR="" CORAL=0 RASPIOS_URL_GIVEN="" RASPIOS_SHA256_GIVEN="" CORAL_SHA256_GIVEN="" NAME="" XZ=1 KEEP_WORK=0 READ_ONLY_ROOT=0
 DEPLOY="$REPO/deploy"
 CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/appliance-image"
 HOSTNAME_DEFAULT=appliance
@@ -56,12 +58,15 @@ while [ $# -gt 0 ]; do
         --deploy) DEPLOY="${2:?}"; shift 2 ;;
         --cache) CACHE_DIR="${2:?}"; shift 2 ;;
         --no-xz) XZ=0; shift ;;
+        --read-only-root) READ_ONLY_ROOT=1; shift ;;
         --keep-work) KEEP_WORK=1; shift ;;
         -h|--help) usage 0 ;;
         *) warn "unknown option: $1"; usage ;;
     esac
 done
 case "$BASE" in raspios|debian) ;; *) die "--base must be raspios or debian, not '$BASE'" ;; esac
+[ "$READ_ONLY_ROOT" = 0 ] || [ "$BASE" = debian ] ||
+    die "--read-only-root is built for --base debian only so far (Raspberry Pi OS's own first boot grows the root partition, leaving no room for a data partition)"
 for path in "$CONFIG" "$MODELS_FROM" "$REPLAY_DIR"; do
     [ -z "$path" ] || [ -e "$path" ] || die "$path: no such file or directory"
 done
@@ -181,7 +186,7 @@ stage_summary
 say "built in $((SECONDS - BUILD_START)) s"
 exec 1>&3 2>&4  # stop writing the log before it moves
 wait "$TEE_PID" 2>/dev/null || true
-cp "$LOG" "$OUT/$STEM.build.log"
+install -m 644 "$LOG" "$OUT/$STEM.build.log"
 # The image moves last: whoever sees it finds its checksum, bmap and log already there.
 for f in "$OUT"/*; do case "$f" in *.img|*.img.xz) ;; *) mv -f "$f" "$DEPLOY/" ;; esac; done
 for f in "$OUT"/*; do mv -f "$f" "$DEPLOY/"; done

@@ -17,6 +17,7 @@ from werkzeug.security import check_password_hash
 from appliance.cli import main
 from appliance.config import load_config, to_toml
 from appliance.errors import ConfigError, SystemSettingsError
+from appliance.read_only_root import set_read_only_root
 from appliance.system import FIRST_BOOT_RECORD, apply, hosts_with_hostname, wpa_psk
 
 with warnings.catch_warnings():
@@ -51,6 +52,7 @@ def root(tmp_path):
         "lib/systemd/system/ssh.service": "[Unit]\nDescription=OpenBSD Secure Shell server\n",
         "lib/systemd/system/wpa_supplicant@.service": "[Unit]\nDescription=WPA supplicant daemon (for interface %I)\n",
         f"{MMC}/mmcblk0p2/partition": "2\n",
+        f"{MMC}/mmcblk0p3/partition": "3\n",
     }
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -58,7 +60,8 @@ def root(tmp_path):
     (root / "etc/shadow").chmod(0o640)
     (root / "home/admin").mkdir(parents=True)
     (root / "sys/class/block").mkdir(parents=True)
-    (root / "sys/class/block/mmcblk0p2").symlink_to(f"../../{MMC.removeprefix('sys/')}/mmcblk0p2")
+    for part in ("mmcblk0p2", "mmcblk0p3"):
+        (root / "sys/class/block" / part).symlink_to(f"../../{MMC.removeprefix('sys/')}/{part}")
     return root
 
 
@@ -99,15 +102,21 @@ def shadow_hash(root):
 
 
 class Card:
-    """findmnt, growpart and resize2fs as they answer on a fresh card whose root is mmcblk0p2.
+    """findmnt, growpart and resize2fs as they answer on a fresh card whose root is mmcblk0p2 (and,
+    with ``data_partition``, whose /var/lib/appliance is mmcblk0p3).
 
     The one stand-in: there is no SD card here. Everything else (ssh-keygen) runs for real."""
 
-    def __init__(self):
+    def __init__(self, data_partition=False):
         self.calls, self.is_grown, self.is_resized = [], False, False
+        self.data_partition = data_partition
 
     def __call__(self, args, **kwargs):
         self.calls.append(list(args))
+        if args[0] == "findmnt" and "--mountpoint" in args:
+            if self.data_partition:
+                return subprocess.CompletedProcess(args, 0, "/dev/mmcblk0p3\n", "")
+            return subprocess.CompletedProcess(args, 1, "", "")
         if args[0] == "findmnt":
             return subprocess.CompletedProcess(args, 0, "/dev/mmcblk0p2\n", "")
         if args[0] == "growpart":
@@ -272,12 +281,22 @@ def test_a_clear_text_password_left_in_the_file_keeps_the_hash_already_in_shadow
 def test_the_first_boot_grows_the_root_partition_and_then_its_filesystem(root, write_config):
     path, card = write_config(FULL), Card()
     report = apply(load_config(path), path, root=root, first_boot=True, run=card)
-    assert card.commands("findmnt") == [["findmnt", "-no", "SOURCE", str(root)]]
+    assert card.commands("findmnt") == [["findmnt", "-no", "SOURCE", "--mountpoint", str(root / "var/lib/appliance")],
+                                        ["findmnt", "-no", "SOURCE", str(root)]]
     assert card.commands("growpart") == [["growpart", "/dev/mmcblk0", "2"]]
     assert card.commands("resize2fs") == [["resize2fs", "/dev/mmcblk0p2"]]
-    assert [call[0] for call in card.calls] == ["findmnt", "growpart", "resize2fs"]
+    assert [call[0] for call in card.calls] == ["findmnt", "findmnt", "growpart", "resize2fs"]
     assert "root partition grown: /dev/mmcblk0 partition 2" in report.changed
     assert "root filesystem resized: /dev/mmcblk0p2" in report.changed
+
+
+def test_with_a_data_partition_the_first_boot_grows_it_and_leaves_the_root_alone(root, write_config):
+    path, card = write_config(FULL), Card(data_partition=True)
+    report = apply(load_config(path), path, root=root, first_boot=True, run=card)
+    assert card.commands("growpart") == [["growpart", "/dev/mmcblk0", "3"]]
+    assert card.commands("resize2fs") == [["resize2fs", "/dev/mmcblk0p3"]]
+    assert "data partition grown: /dev/mmcblk0 partition 3" in report.changed
+    assert not [c for c in report.changed if c.startswith("root ")]
 
 
 def test_the_first_boot_record_says_what_was_applied_and_holds_no_secret(root, write_config):
@@ -390,3 +409,34 @@ def test_the_command_names_the_problem_in_one_line(root, write_config, capsys):
     assert main(["system", "apply", "--config", str(path), "--root", str(root)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("appliance: error: ") and "system.timezone" in err and "\n" not in err
+
+
+# -- the read-only root ---------------------------------------------------------------------------------
+
+PI_CMDLINE = "console=tty0 root=PARTUUID=27b57ed2-02 rw fsck.repair=yes net.ifnames=0 cma=64M rootwait \n"
+
+
+def test_the_read_only_root_is_one_token_added_to_cmdline_and_removed_again(tmp_path):
+    cmdline = tmp_path / "cmdline.txt"
+    cmdline.write_text(PI_CMDLINE)
+    assert set_read_only_root(True, cmdline) is True
+    assert cmdline.read_text() == PI_CMDLINE.strip() + " overlayroot=tmpfs:recurse=0\n"
+    assert set_read_only_root(True, cmdline) is False
+    assert set_read_only_root(False, cmdline) is True
+    assert cmdline.read_text().split() == PI_CMDLINE.split()
+
+
+def test_a_cmdline_without_root_is_not_touched(tmp_path):
+    cmdline = tmp_path / "cmdline.txt"
+    cmdline.write_text("console=tty0\n")
+    with pytest.raises(SystemSettingsError, match=r"cmdline.txt: no root= in it"):
+        set_read_only_root(True, cmdline)
+    assert cmdline.read_text() == "console=tty0\n"
+
+
+def test_the_read_only_root_command_says_what_happens_next(tmp_path, capsys):
+    cmdline = tmp_path / "cmdline.txt"
+    cmdline.write_text(PI_CMDLINE)
+    assert main(["system", "read-only-root", "--enable", "--cmdline", str(cmdline)]) == 0
+    assert "the root filesystem is read-only from the next boot" in capsys.readouterr().out
+    assert "overlayroot=tmpfs:recurse=0" in cmdline.read_text()

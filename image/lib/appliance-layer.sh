@@ -106,6 +106,10 @@ appliance_layer() {
         install -D -o 0 -g 0 -m 644 "$IMAGE_DIR/rootfs/$file" "$ROOT/$file"
     done < <(cd "$IMAGE_DIR/rootfs" && find . -type f | sed 's|^\./||')
     chmod 440 "$ROOT/etc/sudoers.d/010_admin-nopasswd"
+    if [ "$READ_ONLY_ROOT" = 1 ]; then
+        install -m 644 "$REPO/systemd/appliance-read-only-root.service" "$ROOT/etc/systemd/system/"
+        systemctl --root="$ROOT" enable appliance-read-only-root.service >/dev/null 2>&1
+    fi
     systemctl --root="$ROOT" enable appliance.service appliance-web.socket appliance-firstboot.service \
         appliance-system.service systemd-networkd.service systemd-resolved.service systemd-timesyncd.service \
         avahi-daemon.service >/dev/null 2>&1
@@ -144,7 +148,8 @@ appliance_layer() {
     local verify_out
     verify_out=$(cd "$ROOT/etc/systemd/system" && cp appliance-offload@.service appliance-offload@sda1.service &&
         systemd-analyze verify --root="$ROOT" appliance.service appliance-web.service appliance-web.socket \
-            appliance-offload@sda1.service appliance-firstboot.service appliance-system.service 2>&1; rm -f appliance-offload@sda1.service)
+            appliance-offload@sda1.service appliance-firstboot.service appliance-system.service \
+            $([ "$READ_ONLY_ROOT" = 1 ] && echo appliance-read-only-root.service) 2>&1; rm -f appliance-offload@sda1.service)
     [ -z "$verify_out" ] || die "systemd-analyze verify found problems in the installed units:
 $verify_out"
 

@@ -4,9 +4,18 @@ Measured in one run, on one machine, in a temp dir removed at the end (loop devi
 mounts unmounted, even on failure). Needs root: it attaches loop devices, mounts them and drops the
 page cache.
 
+Each figure says the loop mode it was measured in (``loop_io``), by default both:
+
+* ``buffered``: the loop device reads and writes its image file through the host's page cache, so
+  the "stick" is RAM: writes land in memory (a later ``sync`` flushes them to the disk) and the
+  read-back is served from memory;
+* ``direct`` (``losetup --direct-io=on``): the loop device reads and writes the image file with
+  O_DIRECT, so every write goes to the disk under the temp dir and the read-back comes from it, as
+  with a real stick. Refused where the temp dir is in RAM (tmpfs): set TMPDIR to a directory on a disk.
+
 * source: a store of ``items`` real keeps (photo-like JPEGs of ~``kb`` KB each, 1920×1080 at
   quality 90 unless the size asks for another resolution), written by ``Store.add``;
-* per filesystem (ext4 and exFAT; vfat only where ``/proc/filesystems`` lists it): one fresh
+* per loop mode and filesystem (ext4 and exFAT; vfat only where ``/proc/filesystems`` lists it): one fresh
   filesystem image (every block written before mkfs, so the host allocates nothing mid-run),
   loop-attached and mounted once by ``stick.mounted`` as the appliance mounts a stick. On that same
   filesystem, after one untimed warm-up pair, ``runs`` times, in alternating order:
@@ -26,10 +35,15 @@ page cache.
   file's cache, which ``sync`` does not flush), ``cp_sync_durable`` adds an fsync of the backing
   file: what a real stick, with no host cache in between, costs. ``offload`` pays that on every
   fsync already;
-* the read-back alone: sha256 of every offloaded copy with its cache dropped, as offload verifies;
+* the read-back alone: sha256 of every offloaded copy with its cache dropped (``read_back_sha256s``,
+  as offload verifies);
   and during each offload, the bytes the loop device was asked to read: about the image bytes if the
   read-back really reaches the stick (ext4), near 0 if it is served from a cache below the file
-  (exFAT through FUSE: the daemon's block-device cache still holds what it wrote).
+  (exFAT through FUSE: the daemon's block-device cache still holds what it wrote);
+* the bytes the disk under the temp dir (source store and image alike) was asked to read and write
+  during each step, whole disk, so other programs' I/O counts too: the source is read cold in both
+  modes; in direct mode the offload also reads every copy back from it, and both sides' writes
+  reach it.
 """
 
 from __future__ import annotations
@@ -52,7 +66,7 @@ import numpy as np
 from PIL import Image
 
 from appliance.export import export_name, label_dirname
-from appliance.offload import OffloadError, offload, read_back_sha256
+from appliance.offload import OffloadError, offload, read_back_sha256s
 from appliance.stick import drop_device_cache, mounted
 from appliance.store import Store, metadata_comment
 from appliance.writer import encode_jpeg, make_thumbnail
@@ -62,6 +76,8 @@ log = logging.getLogger(__name__)
 HOSTNAME = "bench"
 BASELINE_DIR = "cp-baseline"
 FILESYSTEMS = ("ext4", "exfat", "vfat")
+LOOP_IO = ("buffered", "direct")
+RAM_FILESYSTEMS = {"tmpfs", "ramfs"}
 # mkfs.ext4 would discard, i.e. punch holes in the image file: the host would allocate again.
 MKFS = {"ext4": ["mkfs.ext4", "-q", "-F", "-E", "nodiscard"], "exfat": ["mkfs.exfat"],
         "vfat": ["mkfs.vfat", "-F", "32"]}
@@ -74,11 +90,14 @@ _MARGIN_PX = 64  # each keep is a different crop of one of a few noisy fields: d
 _BASES = 4
 
 
-def run_benchmark(items=400, kb=600, runs=5, filesystems=None) -> dict:
+def run_benchmark(items=400, kb=600, runs=5, filesystems=None, loop_io=None) -> dict:
     """Every figure of the module doc, as a dict ready for JSON; progress is logged.
 
-    ``filesystems``: names from ``FILESYSTEMS``; default all three, vfat only if the kernel has it."""
-    _check_can_run(filesystems or FILESYSTEMS)
+    ``filesystems``: names from ``FILESYSTEMS``; default all three, vfat only if the kernel has it.
+    ``loop_io``: modes from ``LOOP_IO``; default both. The figures are in
+    ``result["loop_io"][mode]["filesystems"][fstype]``, each also naming its ``loop_io``."""
+    filesystems, loop_io = filesystems or FILESYSTEMS, loop_io or LOOP_IO
+    _check_can_run(filesystems, loop_io)
     started = time.perf_counter()
     machine = _machine()
     result = {"machine": machine, "method": _METHOD}
@@ -89,13 +108,16 @@ def run_benchmark(items=400, kb=600, runs=5, filesystems=None) -> dict:
             log.info("source: writing %d keeps of ~%d KB", items, kb)
             result["source"] = fill_store(store, items, kb)
             result["source"]["temp_dir"], result["source"]["temp_dir_fs"] = tmp, _fstype_of(work)
-            result["filesystems"] = {}
-            for fstype in filesystems or FILESYSTEMS:
-                if not _kernel_has(fstype) and fstype != "exfat":  # exFAT falls back to FUSE, as on the device
-                    result["filesystems"][fstype] = {"skipped": f"this kernel has no {fstype} driver "
-                                                                "(not in /proc/filesystems)"}
-                    continue
-                result["filesystems"][fstype] = filesystem_benchmark(work, store, fstype, runs)
+            result["loop_io"] = {}
+            for mode in loop_io:
+                measured = {}
+                for fstype in filesystems:
+                    if not _kernel_has(fstype) and fstype != "exfat":  # exFAT falls back to FUSE, as on the device
+                        measured[fstype] = {"skipped": f"this kernel has no {fstype} driver "
+                                                       "(not in /proc/filesystems)"}
+                        continue
+                    measured[fstype] = filesystem_benchmark(work, store, fstype, runs, mode)
+                result["loop_io"][mode] = {"about": _LOOP_IO_ABOUT[mode], "filesystems": measured}
         finally:
             store.close()
     machine["load_avg_1min_at_end"] = round(os.getloadavg()[0], 2)
@@ -117,6 +139,15 @@ _METHOD = {
                "ratio = offload_mb_s / cp_sync_mb_s",
     "cp_sync_durable": "cp + sync + fsync of the loop image's backing file (only matters where sync leaves the "
                        "image dirty in the host's cache: FUSE)",
+    "loop_io": "each mode measured on its own fresh image of the same size and type, with the same files",
+}
+
+_LOOP_IO_ABOUT = {
+    "buffered": "losetup without --direct-io: the image file is read and written through the host's page "
+                "cache, so the 'stick' is RAM: writes land in memory (sync flushes them to the disk later) and "
+                "the read-back is served from memory",
+    "direct": "losetup --direct-io=on: the image file is read and written with O_DIRECT, so every write goes "
+              "to the disk under the temp dir and the read-back comes from it, as with a real stick",
 }
 
 
@@ -177,18 +208,22 @@ def _calibrate(kb: int):
 
 # -- one filesystem -------------------------------------------------------------------------------
 
-def filesystem_benchmark(work: Path, store: Store, fstype: str, runs: int) -> dict:
-    """cp+sync and offload, ``runs`` times each in alternating order, on one fresh ``fstype`` image."""
+def filesystem_benchmark(work: Path, store: Store, fstype: str, runs: int, loop_io: str = "buffered") -> dict:
+    """cp+sync and offload, ``runs`` times each in alternating order, on one fresh ``fstype`` image
+    attached in ``loop_io`` mode."""
     started = time.perf_counter()
     rows = store.rows(order="captured_at, id")
     total = sum(r["bytes"] for r in rows)
     image_mb = max(64, round(total * 1.4 / 2**20) + 64)  # one copy at a time, plus cluster slack and metadata
     image = _make_image(work / f"{fstype}.img", fstype, image_mb)
+    image_dev = os.stat(image).st_dev
     results = []
     try:
-        with _loop_device(image) as device, mounted(device, work / "mnt") as stick:
+        with _loop_device(image, is_direct=loop_io == "direct") as device, mounted(device, work / "mnt") as stick:
             driver = _driver(stick)
-            log.info("%s: %d MB image on %s, mounted by %s; a warm-up pair first", fstype, image_mb, device, driver)
+            is_direct_io = _is_direct_io(device)
+            log.info("%s, %s: %d MB image on %s, mounted by %s; a warm-up pair first", fstype, loop_io, image_mb,
+                     device, driver)
             _cp_sync_step(store, stick, image, device, rows, total)
             _offload_step(store, stick, image, device, rows, total)
             for run in range(runs):
@@ -197,11 +232,11 @@ def filesystem_benchmark(work: Path, store: Store, fstype: str, runs: int) -> di
                 order = list(steps) if is_cp_first else list(reversed(steps))
                 figures = {"run": run + 1, "order": ", ".join(order)}
                 for name in order:
-                    log.info("%s: run %d/%d: %s", fstype, run + 1, runs, name)
+                    log.info("%s, %s: run %d/%d: %s", fstype, loop_io, run + 1, runs, name)
                     figures |= steps[name](store, stick, image, device, rows, total)
                 figures["ratio"] = round(figures["offload_mb_s"] / figures["cp_sync_mb_s"], 3)
                 results.append(figures)
-            log.info("%s: read-back alone", fstype)
+            log.info("%s, %s: read-back alone", fstype, loop_io)
             readback = _readback_alone(store, stick, total)
     finally:
         image.unlink(missing_ok=True)
@@ -211,12 +246,15 @@ def filesystem_benchmark(work: Path, store: Store, fstype: str, runs: int) -> di
 
     cp_sync_mb_s, offload_mb_s = median("cp_sync_mb_s"), median("offload_mb_s")
     durable_mb_s = median("cp_sync_durable_mb_s")
+    ratios = [r["ratio"] for r in results]
     return {
+        "loop_io": loop_io, "loop_direct_io": is_direct_io,
         "driver": driver, "image_mb": image_mb, "files": len(rows), "bytes": total, "mb": round(total / 1e6, 1),
         "cp_sync_mb_s": cp_sync_mb_s, "offload_mb_s": offload_mb_s, "ratio": round(offload_mb_s / cp_sync_mb_s, 3),
-        "ratio_per_run": [r["ratio"] for r in results],
+        "ratio_per_run": ratios, "ratio_min": min(ratios), "ratio_max": max(ratios),
         "cp_sync_durable_mb_s": durable_mb_s, "ratio_vs_durable": round(offload_mb_s / durable_mb_s, 3),
         "offload_read_from_device_mb": median("offload_read_from_device_mb"),
+        "disk": {"device": _disk_name(image_dev), **{key: median(key) for key in _DISK_KEYS}},
         "seconds": {key: round(median(key + "_s"), 3) for key in ("cp", "sync", "cp_sync", "cp_sync_durable",
                                                                   "offload")},
         "offload_batch_ms_all_runs": _percentiles([ms for r in results for ms in r.pop("item_ms")]),
@@ -228,6 +266,7 @@ def _cp_sync_step(store, stick, image, device, rows, total) -> dict:
     dest = stick / BASELINE_DIR
     dest.mkdir()
     _settle()
+    disk_before = _disk_bytes(image)
     started = time.perf_counter()
     # One process, every file: chunked only past what one command line can hold.
     for chunk in _chunks([r["image_path"] for r in rows]):
@@ -238,6 +277,7 @@ def _cp_sync_step(store, stick, image, device, rows, total) -> dict:
     dirty_kb = _dirty_kb()
     _fsync(image)
     durable = time.perf_counter()
+    disk_read, disk_written = _disk_bytes(image) - disk_before
     files = sum(1 for p in dest.rglob("*.jpg") if p.is_file())
     shutil.rmtree(dest)
     os.sync()
@@ -245,14 +285,15 @@ def _cp_sync_step(store, stick, image, device, rows, total) -> dict:
     return {"cp_s": round(cp_s, 3), "sync_s": round(sync_s, 3), "cp_sync_s": round(cp_sync_s, 3),
             "cp_sync_mb_s": round(total / 1e6 / cp_sync_s, 1), "host_dirty_kb_after_sync": dirty_kb,
             "cp_sync_durable_s": round(durable_s, 3), "cp_sync_durable_mb_s": round(total / 1e6 / durable_s, 1),
-            "cp_files": files}
+            "cp_files": files, "cp_sync_disk_read_mb": round(disk_read / 1e6, 1),
+            "cp_sync_disk_written_mb": round(disk_written / 1e6, 1)}
 
 
 def _offload_step(store, stick, image, device, rows, total) -> dict:
     _clear_marks(store)
     _settle()
     item_s = []
-    read_before = _bytes_read(device)
+    read_before, disk_before = _bytes_read(device), _disk_bytes(image)
     started = time.perf_counter()
     # Exactly what `appliance offload --device` does, including dropping the device's cache before
     # each read-back (without it a FUSE driver answers from memory).
@@ -261,6 +302,7 @@ def _offload_step(store, stick, image, device, rows, total) -> dict:
     seconds = time.perf_counter() - started
     # What the read-back really fetched from the "stick": the bytes the loop device was asked for.
     read_mb = (_bytes_read(device) - read_before) / 1e6
+    disk_read, disk_written = _disk_bytes(image) - disk_before
     marked = len(store.rows("offloaded_at is not null"))
     if not report.is_complete:
         raise OffloadError(f"the benchmark's offload did not complete: {report.summary()}")
@@ -268,7 +310,8 @@ def _offload_step(store, stick, image, device, rows, total) -> dict:
     os.sync()
     steps = np.diff([started, *item_s]) * 1000
     return {"offload_s": round(seconds, 3), "offload_mb_s": round(report.bytes_copied / 1e6 / seconds, 1),
-            "offload_read_from_device_mb": round(read_mb, 1), "offload_copied": report.copied,
+            "offload_read_from_device_mb": round(read_mb, 1), "offload_disk_read_mb": round(disk_read / 1e6, 1),
+            "offload_disk_written_mb": round(disk_written / 1e6, 1), "offload_copied": report.copied,
             "offload_verified": report.verified, "marked_offloaded": marked,
             "offload_tail_s": round(seconds - (item_s[-1] - started), 3) if item_s else round(seconds, 3),
             "item_ms": [round(float(ms), 2) for ms in steps]}
@@ -282,7 +325,8 @@ def _readback_alone(store, stick, total) -> dict:
     folder = stick / label_dirname(HOSTNAME)
     _settle()
     started = time.perf_counter()
-    matching = sum(read_back_sha256(folder / export_name(r)) == r["sha256"] for r in rows)
+    read_back = read_back_sha256s([folder / export_name(r) for r in rows])
+    matching = sum(sha256 == r["sha256"] for (_, sha256), r in zip(read_back, rows))
     seconds = time.perf_counter() - started
     shutil.rmtree(folder)
     os.sync()
@@ -317,10 +361,15 @@ def _run(command, **kwargs) -> str:
     return result.stdout.strip()
 
 
-def _check_can_run(filesystems) -> None:
+def _check_can_run(filesystems, loop_io=("buffered",)) -> None:
     if os.geteuid() != 0:
         raise OffloadError("bench-offload needs root: it attaches loop devices, mounts them and drops the page "
                            "cache (run it with sudo)")
+    temp_dir = Path(tempfile.gettempdir())
+    if "direct" in loop_io and _fstype_of(temp_dir) in RAM_FILESYSTEMS:
+        raise OffloadError(f"bench-offload --loop-io direct: the temp dir {temp_dir} is in RAM "
+                           f"({_fstype_of(temp_dir)}), so direct I/O would still measure memory: set TMPDIR to a "
+                           "directory on a disk (e.g. TMPDIR=/var/tmp), or pass --loop-io buffered")
     needed = {"losetup", "mount", "umount", "cp", "sync"}
     needed |= {MKFS[fs][0] for fs in filesystems if fs == "exfat" or _kernel_has(fs)}
     if "exfat" in filesystems and not _kernel_has("exfat"):
@@ -336,12 +385,22 @@ def _kernel_has(fstype: str) -> bool:
 
 
 @contextmanager
-def _loop_device(image: Path):
-    device = _run(["losetup", "-f", "--show", str(image)])
+def _loop_device(image: Path, is_direct: bool = False):
+    """``image`` attached to a free loop device; with ``is_direct``, by O_DIRECT (checked, since losetup
+    falls back to buffered I/O with only a warning where the backing filesystem refuses it)."""
+    device = _run(["losetup", "-f", "--show", *(["--direct-io=on"] if is_direct else []), str(image)])
     try:
+        if is_direct and not _is_direct_io(device):
+            raise OffloadError(f"{device}: the loop device could not use direct I/O on {image.parent} "
+                               f"({_fstype_of(image.parent)}): set TMPDIR to a directory on a disk that allows "
+                               "O_DIRECT, or pass --loop-io buffered")
         yield device
     finally:
         subprocess.run(["losetup", "-d", device], capture_output=True)
+
+
+def _is_direct_io(device: str) -> bool:
+    return Path(f"/sys/block/{Path(device).name}/loop/dio").read_text().strip() == "1"
 
 
 def _settle() -> None:
@@ -353,6 +412,25 @@ def _settle() -> None:
 def _bytes_read(device: str) -> int:
     """Bytes read from a block device since boot (/sys/block/<dev>/stat counts 512-byte sectors)."""
     return int(Path(f"/sys/block/{Path(device).name}/stat").read_text().split()[2]) * 512
+
+
+_DISK_KEYS = ("cp_sync_disk_read_mb", "cp_sync_disk_written_mb", "offload_disk_read_mb", "offload_disk_written_mb")
+
+
+def _disk_bytes(path: Path) -> np.ndarray:
+    """(read, written) bytes since boot of the block device ``path`` is on (0, 0 if it has none,
+    e.g. an overlay), from /sys/dev/block/<major>:<minor>/stat, which counts 512-byte sectors."""
+    dev = os.stat(path).st_dev
+    stat = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}/stat")
+    if not stat.exists():
+        return np.zeros(2, dtype=np.int64)
+    fields = stat.read_text().split()
+    return np.array([int(fields[2]), int(fields[6])], dtype=np.int64) * 512
+
+
+def _disk_name(dev: int) -> str:
+    link = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
+    return f"/dev/{link.resolve().name}" if link.exists() else "none (no block device: read and write bytes are 0)"
 
 
 def _fsync(path: Path) -> None:

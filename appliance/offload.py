@@ -235,6 +235,9 @@ class _Run:
         if not batch:
             return
         self.finish()
+        # Until the thread says otherwise, nothing of this batch is verified (and, should the thread
+        # die, the previous batch's results are not counted twice).
+        self._verified = [(item, OSError(errno.EIO, "the read-back did not finish")) for item in batch]
         self._verifying = threading.Thread(target=self._settle, args=(batch,), name="offload-verify")
         self._verifying.start()
 
@@ -251,13 +254,8 @@ class _Run:
         except OSError as e:  # nothing of this batch can be trusted: none of it is marked
             self._verified = [(item, e) for item in batch]
             return
-        results = []
-        for item in batch:
-            try:
-                results.append((item, read_back_sha256(item.target)))
-            except OSError as e:
-                results.append((item, e))
-        self._verified = results
+        read_back = read_back_sha256s([item.target for item in batch])
+        self._verified = [(item, result) for item, (_, result) in zip(batch, read_back)]
 
     def finish(self) -> None:
         """Wait for the batch being verified, and mark what matched."""
@@ -347,18 +345,58 @@ def _remove_leftovers(folder: Path) -> None:
         leftover.unlink()
 
 
-def read_back_sha256(path: Path) -> str:
-    """sha256 of a file as the stick holds it: its cached pages are dropped first, so the bytes come
-    from the device, not from memory (the pages are clean after fsync, so DONTNEED discards them)."""
-    digest = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY)
+def read_back_sha256s(paths: list[Path]) -> list[tuple[Path, str | OSError]]:
+    """(path, sha256 or the error reading it) of each file as the stick holds it: its cached pages
+    are dropped first, so the bytes come from the device, not from memory (the pages are clean
+    after fsync, so DONTNEED discards them). While one file is hashed, the next is already being
+    read from the device (POSIX_FADV_WILLNEED), so the stick and the CPU work at the same time.
+    Never raises OSError: a stick that fails mid-way fails the files it was reading."""
+    buffer = bytearray(_CHUNK)
+    results = []
+    ahead = _start_reading(paths[0]) if paths else None
+    try:
+        for i, path in enumerate(paths):
+            fd, ahead = ahead, _start_reading(paths[i + 1]) if i + 1 < len(paths) else None
+            results.append((path, fd if isinstance(fd, OSError) else _sha256_and_close(fd, buffer)))
+    finally:
+        if isinstance(ahead, int):  # interrupted: the next file's fd is still open
+            _close(ahead)
+    return results
+
+
+def _start_reading(path: Path) -> int | OSError:
+    """An open fd on ``path`` with its cached pages dropped and a read from the device under way."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as e:
+        return e
     try:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        while chunk := os.read(fd, _CHUNK):
-            digest.update(chunk)
-    finally:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    except OSError as e:
+        _close(fd)
+        return e
+    return fd
+
+
+def _sha256_and_close(fd: int, buffer: bytearray) -> str | OSError:
+    view, digest = memoryview(buffer), hashlib.sha256()
+    try:
+        while n := os.readv(fd, [buffer]):
+            digest.update(view[:n])
+    except OSError as e:
+        _close(fd)
+        return e
+    return _close(fd) or digest.hexdigest()
+
+
+def _close(fd: int) -> OSError | None:
+    """Close ``fd``; the error if that failed (under FUSE even a close fails once the stick is gone)."""
+    try:
         os.close(fd)
-    return digest.hexdigest()
+    except OSError as e:
+        return e
+    return None
 
 
 class _Manifest:

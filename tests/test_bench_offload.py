@@ -1,6 +1,7 @@
-"""``appliance bench-offload`` at a tiny size, through the real offload onto real loop-mounted images:
-every figure is in its JSON, every item was offloaded, verified and marked, and nothing is left
-behind. Speed is not asserted: the benchmark measures it. Needs root, like the offload tests."""
+"""``appliance bench-offload`` at a tiny size, through the real offload onto real loop-mounted images,
+the loop devices buffered and with direct I/O: every figure is in its JSON, every item was
+offloaded, verified and marked, and nothing is left behind. Speed is not asserted: the benchmark
+measures it. Needs root, like the offload tests."""
 
 from __future__ import annotations
 
@@ -40,11 +41,15 @@ def attached_loops() -> str:
 def run():
     """One tiny run through the command itself: its parsed stdout, and the loop devices before it."""
     loops_before = attached_loops()
-    args = parser().parse_args(["bench-offload", "--items", str(ITEMS), "--kb", str(KB), "--runs", str(RUNS)])
+    return run_command("--items", str(ITEMS), "--kb", str(KB), "--runs", str(RUNS)), loops_before
+
+
+def run_command(*arguments) -> dict:
+    args = parser().parse_args(["bench-offload", *arguments])
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert args.func(args) == 0
-    return json.loads(out.getvalue()), loops_before
+    return json.loads(out.getvalue())
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +58,18 @@ def report(run):
 
 
 def measured(report):
-    return {name: fs for name, fs in report["filesystems"].items() if "skipped" not in fs}
+    """(loop mode, filesystem name, its figures) of every filesystem measured."""
+    return [(mode, name, fs) for mode, by_mode in report["loop_io"].items()
+            for name, fs in by_mode["filesystems"].items() if "skipped" not in fs]
 
 
 def test_the_command_is_documented_with_an_example():
     doc = bench_offload.bench_offload_command.__doc__
     assert doc.strip().splitlines()[0] and "Example:" in doc and "appliance bench-offload" in doc
     assert parser().parse_args(["bench-offload", "--fs", "ext4", "--fs", "exfat"]).filesystems == ["ext4", "exfat"]
-    for bad in (["--items", "0"], ["--fs", "ntfs"]):
+    assert parser().parse_args(["bench-offload", "--loop-io", "direct"]).loop_io == ["direct"]
+    assert parser().parse_args(["bench-offload"]).loop_io is None  # both
+    for bad in (["--items", "0"], ["--fs", "ntfs"], ["--loop-io", "sync"]):
         with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
             parser().parse_args(["bench-offload", *bad])
 
@@ -71,17 +80,36 @@ def test_the_source_is_a_store_of_real_jpeg_keeps_of_the_asked_size(report):
     assert 0.7 * KB <= source["kb_per_file"] <= 1.3 * KB and source["bytes"] > ITEMS * KB * 700
 
 
-def test_ext4_and_exfat_are_measured_and_vfat_only_where_the_kernel_has_it(report):
-    filesystems = report["filesystems"]
-    assert {"ext4", "exfat"} <= measured(report).keys()
+def test_ext4_and_exfat_are_measured_in_both_loop_modes_and_vfat_only_where_the_kernel_has_it(report):
+    assert list(report["loop_io"]) == ["buffered", "direct"]
+    assert {(mode, name) for mode, name, _ in measured(report)} >= {
+        ("buffered", "ext4"), ("buffered", "exfat"), ("direct", "ext4"), ("direct", "exfat")}
     is_vfat_there = "vfat" in Path("/proc/filesystems").read_text().split()
-    assert ("skipped" not in filesystems["vfat"]) == is_vfat_there
-    if not is_vfat_there:
-        assert "no vfat driver" in filesystems["vfat"]["skipped"]
+    for by_mode in report["loop_io"].values():
+        vfat = by_mode["filesystems"]["vfat"]
+        assert ("skipped" not in vfat) == is_vfat_there
+        if not is_vfat_there:
+            assert "no vfat driver" in vfat["skipped"]
+
+
+def test_every_figure_says_its_loop_mode_and_the_loop_device_really_ran_in_it(report):
+    for mode, name, fs in measured(report):
+        assert fs["loop_io"] == mode, name
+        assert fs["loop_direct_io"] == (mode == "direct"), (mode, name)  # as the kernel reported it
+    assert "direct-io" in report["loop_io"]["direct"]["about"]
+
+
+def test_with_direct_io_the_disk_under_the_image_reads_the_source_and_every_copy_back(report):
+    for mode, name, fs in measured(report):
+        disk = fs["disk"]
+        assert disk["device"].startswith("/dev/") and all(disk[key] >= 0 for key in disk if key != "device")
+        if mode == "direct":  # the source, read cold, and the read-back, which no host cache answers
+            assert disk["offload_disk_read_mb"] >= 2 * fs["mb"] * 0.95, name
+            assert disk["cp_sync_disk_written_mb"] >= fs["mb"] * 0.95, name
 
 
 def test_every_filesystem_has_every_figure_and_they_are_positive(report):
-    for name, fs in measured(report).items():
+    for mode, name, fs in measured(report):
         assert fs["files"] == ITEMS and fs["bytes"] == report["source"]["bytes"], name
         for key in ("cp_sync_mb_s", "offload_mb_s", "ratio", "cp_sync_durable_mb_s", "ratio_vs_durable", "image_mb",
                     "total_s"):
@@ -98,10 +126,11 @@ def test_every_filesystem_has_every_figure_and_they_are_positive(report):
 
 
 def test_each_run_copies_every_file_both_ways_and_the_offload_verifies_and_marks_every_item(report):
-    for name, fs in measured(report).items():
+    for mode, name, fs in measured(report):
         runs = fs["runs"]
         assert [r["order"] for r in runs] == ["cp_sync, offload", "offload, cp_sync"][:RUNS], name
         assert len(fs["ratio_per_run"]) == RUNS
+        assert fs["ratio_min"] == min(fs["ratio_per_run"]) and fs["ratio_max"] == max(fs["ratio_per_run"])
         for r in runs:
             assert r["cp_files"] == ITEMS, name
             assert r["offload_copied"] == r["offload_verified"] == r["marked_offloaded"] == ITEMS, name
@@ -127,3 +156,26 @@ def test_without_root_it_refuses_with_a_clear_message():
         cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO), PYTHONDONTWRITEBYTECODE="1"),
         capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and "OffloadError: bench-offload needs root" in result.stderr
+
+
+def test_one_loop_mode_alone_is_measured_when_asked_for():
+    report = run_command("--items", "4", "--kb", str(KB), "--runs", "1", "--fs", "ext4", "--loop-io", "direct")
+    assert list(report["loop_io"]) == ["direct"]
+    ext4 = report["loop_io"]["direct"]["filesystems"]["ext4"]
+    assert ext4["loop_direct_io"] and ext4["runs"][0]["offload_verified"] == 4
+
+
+def test_direct_io_is_refused_where_the_temp_dir_is_in_ram(tmp_path):
+    ram = tmp_path / "ram"
+    ram.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(ram)], check=True)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", "from appliance.bench_offload import run_benchmark; "
+                                   "run_benchmark(items=1, loop_io=['direct'])"],
+            cwd=REPO, env=dict(os.environ, TMPDIR=str(ram), PYTHONPATH=str(REPO), PYTHONDONTWRITEBYTECODE="1"),
+            capture_output=True, text=True, timeout=60)
+        assert not any(ram.iterdir())  # refused before writing anything
+    finally:
+        subprocess.run(["umount", str(ram)], check=True)
+    assert result.returncode != 0 and "is in RAM (tmpfs)" in result.stderr and "TMPDIR" in result.stderr

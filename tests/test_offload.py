@@ -18,7 +18,7 @@ from PIL import Image
 
 from appliance.config import Config, to_toml
 from appliance.export import export_name
-from appliance.offload import OffloadError, OffloadLock, offload, read_progress
+from appliance.offload import OffloadError, OffloadLock, offload, read_back_sha256s, read_progress
 from appliance.stick import drop_device_cache, mounted
 from appliance.store import Store, metadata_comment
 from appliance.writer import encode_jpeg
@@ -239,6 +239,21 @@ def test_verification_reads_every_copy_back_from_the_stick_not_from_memory(tmp_p
         read_bytes = (sectors_read(device) - before) * 512
     assert report.is_complete
     assert read_bytes >= sum(r["bytes"] for r in store.rows())
+
+
+def test_reading_back_reports_a_copy_that_cannot_be_read_and_still_checks_the_ones_after_it(tmp_path):
+    with stick(tmp_path) as point:
+        contents = [os.urandom(300_000 + i) for i in range(3)]
+        paths = [point / f"{i}.jpg" for i in range(3)]
+        for path, data in zip(paths, contents):
+            path.write_bytes(data)
+        os.sync()
+        paths[1].unlink()
+        results = read_back_sha256s(paths)
+    assert [path for path, _ in results] == paths
+    assert results[0][1] == hashlib.sha256(contents[0]).hexdigest()
+    assert isinstance(results[1][1], FileNotFoundError)
+    assert results[2][1] == hashlib.sha256(contents[2]).hexdigest()
 
 
 def test_the_offload_command_mounts_the_device_copies_and_reports_progress(tmp_path, store):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from appliance.cli import add_command, positive_int
 
-FILESYSTEMS = ("ext4", "exfat", "vfat")  # as appliance.bench_offload.FILESYSTEMS, without importing numpy for --help
+# As appliance.bench_offload.FILESYSTEMS and LOOP_IO, without importing numpy for --help.
+FILESYSTEMS = ("ext4", "exfat", "vfat")
+LOOP_IO = ("buffered", "direct")
 
 
 def register(subparsers):
@@ -19,6 +21,10 @@ def register(subparsers):
     parser.add_argument("--fs", action="append", choices=FILESYSTEMS, dest="filesystems", metavar="FS",
                         help="a filesystem to measure, repeatable: ext4, exfat, vfat (default: all three; "
                              "vfat only where the kernel has it)")
+    parser.add_argument("--loop-io", action="append", choices=LOOP_IO, dest="loop_io", metavar="MODE",
+                        help="how the loop device reaches its image file, repeatable: buffered (through the "
+                             "host's page cache: the 'stick' is RAM) or direct (losetup --direct-io=on: "
+                             "writes and the read-back reach the disk, as with a real stick) (default: both)")
 
 
 def bench_offload_command(args) -> int:
@@ -28,14 +34,19 @@ def bench_offload_command(args) -> int:
     (ext4, exFAT, and vfat where the kernel has it) makes a fresh image, loop-attaches it and mounts
     it as the appliance mounts a stick; then, --runs times in alternating order on that filesystem,
     times one `cp` of every file followed by `sync`, and `offload()` (copy, fsync, read back from the
-    stick, sha256 compare, mark), each from a cold page cache. Reports MB/s of both and their ratio
-    (offload / cp+sync). Prints JSON to stdout, progress to stderr; loop devices, mounts and the temp
-    dir are removed at the end.
+    stick, sha256 compare, mark), each from a cold page cache. Does all that once per --loop-io mode:
+    buffered (the image file in the host's page cache, so the "stick" is RAM) and direct (losetup
+    --direct-io=on: writes and the read-back reach the disk under the temp dir; not on tmpfs, so set
+    TMPDIR=/var/tmp where /tmp is in RAM). Reports MB/s of both and their ratio (offload / cp+sync)
+    under "loop_io" → mode → "filesystems". Prints JSON to stdout, progress to stderr; loop devices,
+    mounts and the temp dir are removed at the end.
 
     Example:
         sudo appliance bench-offload --items 400 --kb 600 > bench-offload.json
+        sudo TMPDIR=/var/tmp appliance bench-offload --loop-io direct --fs ext4
     """
     from appliance.bench_offload import main_json
 
-    print(main_json(items=args.items, kb=args.kb, runs=args.runs, filesystems=args.filesystems))
+    print(main_json(items=args.items, kb=args.kb, runs=args.runs, filesystems=args.filesystems,
+                    loop_io=args.loop_io))
     return 0

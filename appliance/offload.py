@@ -53,8 +53,9 @@ class OffloadReport:
     failed: list = field(default_factory=list)  # (id, reason): not marked
     bytes_copied: int = 0
     seconds: float = 0.0
-    remaining: int = 0  # items still not offloaded after this run
+    remaining: int = 0  # items this run set out to copy that are still not offloaded
     remaining_bytes: int = 0
+    kept_since: int = 0  # items kept while this run went on: the next offload takes them
     deleted: int = 0  # with after_offload = "delete"
     stopped_because: str | None = None  # why the run ended early, if it did
 
@@ -77,6 +78,8 @@ class OffloadReport:
             text += f"; stopped: {self.stopped_because}"
         if self.remaining:
             text += f"; {self.remaining} images ({self.remaining_bytes / 1e6:.1f} MB) still to offload"
+        if self.kept_since:
+            text += f"; {self.kept_since} kept since it started (offload again to take them)"
         return text
 
 
@@ -145,7 +148,11 @@ def offload(store, stick: Path, hostname: str | None = None, after_offload: str 
     if run.delete_ids:  # only what was verified on the stick
         store.delete(run.delete_ids)
         report.deleted = len(run.delete_ids)
-    report.remaining, report.remaining_bytes = store.not_offloaded()
+    # What this run set out to copy: items the loop kept while it ran are for the next offload, and
+    # do not make this one incomplete.
+    up_to_id = max((r["id"] for r in rows), default=0)
+    report.remaining, report.remaining_bytes = store.not_offloaded(up_to_id)
+    report.kept_since = store.not_offloaded()[0] - report.remaining
     report.seconds = clock() - started_s
     log.info("offload to %s: %s", folder, report.summary())
     return report

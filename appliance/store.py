@@ -332,12 +332,14 @@ class Store:
                 (marked if cursor.rowcount else mismatched).append(capture_id)
         return marked, mismatched
 
-    def not_offloaded(self) -> tuple[int, int]:
-        """How many kept items are not yet offloaded, and their bytes."""
+    def not_offloaded(self, up_to_id: int | None = None) -> tuple[int, int]:
+        """How many kept items are not yet offloaded, and their bytes (only ids ≤ ``up_to_id`` if given)."""
+        where, params = "offloaded_at is null and missing = 0", []
+        if up_to_id is not None:
+            where, params = where + " and id <= ?", [up_to_id]
         with self._lock:
             count, size = self.db.execute(
-                "select count(*), coalesce(sum(bytes), 0) from captures where offloaded_at is null and missing = 0"
-            ).fetchone()
+                f"select count(*), coalesce(sum(bytes), 0) from captures where {where}", params).fetchone()
         return count, size
 
     def mark_offloaded(self, ids, when: str) -> None:

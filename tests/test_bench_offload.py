@@ -139,11 +139,12 @@ def test_each_run_copies_every_file_both_ways_and_the_offload_verifies_and_marks
 
 
 def test_the_run_leaves_no_loop_device_mount_or_temp_dir_behind(run):
-    report, loops_before = run
+    report, _ = run
     temp_dir = report["source"]["temp_dir"]
     assert not Path(temp_dir).exists()
     assert temp_dir not in Path("/proc/self/mounts").read_text()
-    assert attached_loops() == loops_before
+    # Only its own loop devices are its business: other jobs on the machine may attach theirs meanwhile.
+    assert temp_dir not in attached_loops()
     assert report["machine"]["cpus"] >= 1 and report["total_s"] > 0
 
 

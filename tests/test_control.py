@@ -326,6 +326,8 @@ def test_appliance_run_in_a_child_process_is_paused_and_resumed_over_its_socket(
     try:
         _wait_until(lambda: child.poll() is not None or client.socket_path.exists(), "the child's socket is up", 60)
         assert child.poll() is None, child.communicate()[1]
+        # Paused while still loading the model, it would answer "starting": wait until it runs.
+        _wait_until(lambda: (read_status(runtime) or {}).get("state") == "running", "status.json says running", 60)
         assert client.send("pause")["state"] == "paused"
         _wait_until(lambda: (read_status(runtime) or {}).get("state") == "paused", "status.json says paused")
         assert client.send("resume")["state"] == "running"

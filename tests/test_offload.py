@@ -57,12 +57,12 @@ def stick(tmp_path, fstype="ext4", size_mb=64, name="stick", read_only=False):
         yield point
 
 
-def fill(store, count=40, kb=100):
+def fill(store, count=40, kb=100, first=0):
     """``count`` real keeps of roughly ``kb`` KB each (noise does not compress), several labels."""
     labels = ("Ara macao (Scarlet Macaw)", "Bubo bubo (Eurasian Eagle-Owl)", "Poecile atricapillus")
-    rng = np.random.default_rng(7)
+    rng = np.random.default_rng(7 + first)
     side = int((kb * 1000 / 1.33) ** 0.5)  # noise at quality 95 takes ~1.33 bytes a pixel
-    for i in range(count):
+    for i in range(first, first + count):
         label = labels[i % 3]
         record = {"captured_at": f"2026-11-{20 + i // 20:02d}T10:{i % 60:02d}:00.000Z", "clock_source": "ntp",
                   "label": label, "score": 0.8, "top_k": json.dumps([[label, 0.8]]), "kind": "match",
@@ -105,6 +105,21 @@ def test_every_item_is_copied_verified_and_marked_with_a_manifest_matching_the_d
         assert csv_text.startswith("file,sha256,bytes,captured_at,label,model_label,corrected_label,score,model,kind")
         assert len(csv_text.splitlines()) == 41
         assert not list(point.rglob("*.tmp"))
+
+
+def test_images_kept_while_an_offload_runs_are_left_for_the_next_one_and_do_not_make_it_fail(tmp_path, store):
+    def keep_more(report, *_):
+        if report.verified and store.count() == 40:
+            fill(store, count=3, kb=20, first=40)  # the loop keeps on while the stick fills
+
+    with stick(tmp_path, "ext4") as point:
+        report = offload(store, point, HOST, progress=keep_more, batch_bytes=1_000_000)
+        assert store.count() == 43
+        assert (report.is_complete, report.verified, report.remaining, report.kept_since) == (True, 40, 0, 3)
+        assert "3 kept since it started (offload again to take them)" in report.summary()
+        again = offload(store, point, HOST)
+        assert (again.is_complete, again.copied, again.kept_since) == (True, 3, 0)
+        assert_marked_means_verified(store, point)
 
 
 def test_a_second_run_copies_nothing_already_on_the_stick(tmp_path, store):

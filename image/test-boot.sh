@@ -35,10 +35,15 @@ need qemu-system-aarch64:qemu-system-arm qemu-img:qemu-utils ssh:openssh-client 
 CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/appliance-image"
 WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/appliance-boot-test.XXXXXX")
 QEMU_PID="" LOOPS=()
+LOGS="$REPO/build/boot-test-logs"
 cleanup() {
+    local status=$?
     [ -n "$QEMU_PID" ] && kill "$QEMU_PID" 2>/dev/null
     local l; for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done
+    # The consoles of every boot (and the build logs) outlive the work dir, for whoever reads a failure.
+    mkdir -p "$LOGS" && rm -f "$LOGS"/* && cp "$WORK"/console-*.log "$WORK"/deploy/*.log "$LOGS/" 2>/dev/null
     rm -rf "$WORK"
+    [ $status -eq 0 ] || echo "boot test failed; the consoles of its boots are in $LOGS" >&2
 }
 trap cleanup EXIT
 
@@ -85,7 +90,7 @@ xz_bytes=$([ -f "$img_xz" ] && stat -c %s "$img_xz" || echo "")
 # swapped for QEMU virt's serial port) into $WORK/vmlinuz, $WORK/initrd.img and $cmdline.
 from_card() {
     local img="$1" offset files
-    offset=$(( $(sfdisk --json "$img" | python3 -c 'import json,sys; print(json.load(sys.stdin)["partitiontable"]["partitions"][0]["start"])') * 512 ))
+    offset=$(( $(partition_field "$img" 1 start) * 512 ))
     files=$(mdir -b -i "$img@@$offset" ::/)
     kernel=$(grep -o 'vmlinuz-[^ ]*' <<<"$files" | sort -V | tail -1)
     initrd=$(grep -o 'initrd.img-[^ ]*' <<<"$files" | sort -V | tail -1)
@@ -208,12 +213,9 @@ say "clean poweroff, then fsck"
 poweroff
 qemu-img convert -O raw "$WORK/card.qcow2" "$WORK/after.img"
 rm -f "$WORK/card.qcow2"
-partition() { sfdisk --json "$WORK/after.img" | python3 -c "import json,sys; p=json.load(sys.stdin)['partitiontable']['partitions'][$1]; print(p['start']*512, p['size']*512)"; }
-read -r off size < <(partition 1)
-LOOPS+=("$(losetup --find --show -r -o "$off" --sizelimit "$size" "$WORK/after.img")")
+LOOPS+=("$(loop_partition "$WORK/after.img" 2)")
 check "fsck passes on the root filesystem after a clean poweroff" e2fsck -fn "${LOOPS[-1]}"
-read -r off size < <(partition 0)
-LOOPS+=("$(losetup --find --show -r -o "$off" --sizelimit "$size" "$WORK/after.img")")
+LOOPS+=("$(loop_partition "$WORK/after.img" 1)")
 check "fsck passes on the boot partition after a clean poweroff" fsck.vfat -n "${LOOPS[-1]}"
 for l in "${LOOPS[@]}"; do losetup -d "$l"; done; LOOPS=()
 
@@ -273,9 +275,11 @@ ro_kept=$(api "/api/v1/captures?limit=100" | python3 -c 'import json,sys; print(
 check "kept images are written to the data partition (the first boot's and this boot's)" test "$ro_kept" -ge 2
 poweroff
 qemu-img convert -O raw "$WORK/card.qcow2" "$WORK/ro-after.img"
-read -r off size < <(sfdisk --json "$WORK/ro-after.img" | python3 -c "import json,sys; p=json.load(sys.stdin)['partitiontable']['partitions'][1]; print(p['start']*512, p['size']*512)")
-LOOPS+=("$(losetup --find --show -r -o "$off" --sizelimit "$size" "$WORK/ro-after.img")")
+LOOPS+=("$(loop_partition "$WORK/ro-after.img" 2)")
 check "fsck passes on the read-only root after a poweroff" e2fsck -fn "${LOOPS[-1]}"
+LOOPS+=("$(loop_partition "$WORK/ro-after.img" 3)")
+check "fsck passes on the data partition after a poweroff" e2fsck -fn "${LOOPS[-1]}"
+losetup -d "${LOOPS[-2]}"
 losetup -d "${LOOPS[-1]}"; LOOPS=()
 
 # --- figures ----------------------------------------------------------------------------------
@@ -287,5 +291,5 @@ printf '  build time: cold %s s%s; with the base cached: %s s\n' "$cold_s" \
 printf '  image: %s raw, %s .xz\n' "$(human "$raw_bytes")" "$([ -n "$xz_bytes" ] && human "$xz_bytes" || echo 'no (--quick)')" >&2
 printf '  boot to first classification: %s s (QEMU TCG, emulated Cortex-A72)\n' "$first_classification_s" >&2
 printf '  read-only-root image: built in %s s (cached base, no xz)\n' "$ro_build_s" >&2
-if [ "$failures" -gt 0 ]; then die "$failures boot-test check(s) failed; console logs were in $WORK"; fi
+if [ "$failures" -gt 0 ]; then die "$failures boot-test check(s) failed"; fi
 say "boot test passed"

@@ -13,11 +13,6 @@ raspios_unmount() {
     return 0
 }
 
-# partition_field IMG N start|size: in 512-byte sectors, from sfdisk.
-partition_field() {
-    sfdisk --json "$1" | python3 -c "import json,sys; print(json.load(sys.stdin)['partitiontable']['partitions'][$2 - 1]['$3'])"
-}
-
 raspios_base() {
     # shellcheck source=../raspios.env
     . "$IMAGE_DIR/raspios.env"

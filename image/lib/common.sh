@@ -55,5 +55,16 @@ ensure_binfmt() {
         die "qemu-aarch64 is not registered with binfmt_misc: apt-get install qemu-user-static binfmt-support"
 }
 
+# partition_field IMG N start|size: partition N of a disk image, in 512-byte sectors (from sfdisk).
+partition_field() {
+    sfdisk --json "$1" | python3 -c "import json,sys; print(json.load(sys.stdin)['partitiontable']['partitions'][$2 - 1]['$3'])"
+}
+
+# loop_partition IMG N: a read-only loop device over partition N (losetup -P makes no partition nodes here).
+loop_partition() {
+    losetup --find --show -r -o $(( $(partition_field "$1" "$2" start) * 512 )) \
+        --sizelimit $(( $(partition_field "$1" "$2" size) * 512 )) "$1"
+}
+
 # human BYTES: 1.2 GB style.
 human() { numfmt --to=si --suffix=B "$1"; }

@@ -21,8 +21,12 @@ def is_enabled(cmdline: str) -> bool:
 
 
 def with_overlayroot(cmdline: str, enable: bool) -> str:
-    """cmdline.txt's one line with the overlayroot token added or removed; every other token kept."""
+    """cmdline.txt's one line with the overlayroot token added or removed; every other token kept.
+
+    With it, the root is mounted ``ro`` (not ``rw``): the initramfs mounts the real root that way, and
+    overlayroot keeps it as the read-only lower layer; systemd then makes the overlay writable."""
     words = [w for w in cmdline.split() if not w.startswith("overlayroot=")]
+    words = [("ro" if enable else "rw") if w in ("ro", "rw") else w for w in words]
     if enable:
         words.append(TOKEN)
     return " ".join(words) + "\n"

@@ -420,7 +420,7 @@ def test_the_read_only_root_is_one_token_added_to_cmdline_and_removed_again(tmp_
     cmdline = tmp_path / "cmdline.txt"
     cmdline.write_text(PI_CMDLINE)
     assert set_read_only_root(True, cmdline) is True
-    assert cmdline.read_text() == PI_CMDLINE.strip() + " overlayroot=tmpfs:recurse=0\n"
+    assert cmdline.read_text() == PI_CMDLINE.strip().replace(" rw ", " ro ") + " overlayroot=tmpfs:recurse=0\n"
     assert set_read_only_root(True, cmdline) is False
     assert set_read_only_root(False, cmdline) is True
     assert cmdline.read_text().split() == PI_CMDLINE.split()

@@ -274,10 +274,11 @@ check "appliance.service is active with a read-only root" test "$(on_card system
 ro_kept=$(api "/api/v1/captures?limit=100" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))' || echo 0)
 check "kept images are written to the data partition (the first boot's and this boot's)" test "$ro_kept" -ge 2
 poweroff
-qemu-img convert -O raw "$WORK/card.qcow2" "$WORK/ro-after.img"
-LOOPS+=("$(loop_partition "$WORK/ro-after.img" 2)")
+# card.qcow2 is backed by ro-after.img: the card as it is now goes to a file of its own.
+qemu-img convert -O raw "$WORK/card.qcow2" "$WORK/ro-final.img"
+LOOPS+=("$(loop_partition "$WORK/ro-final.img" 2)")
 check "fsck passes on the read-only root after a poweroff" e2fsck -fn "${LOOPS[-1]}"
-LOOPS+=("$(loop_partition "$WORK/ro-after.img" 3)")
+LOOPS+=("$(loop_partition "$WORK/ro-final.img" 3)")
 check "fsck passes on the data partition after a poweroff" e2fsck -fn "${LOOPS[-1]}"
 losetup -d "${LOOPS[-2]}"
 losetup -d "${LOOPS[-1]}"; LOOPS=()

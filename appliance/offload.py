@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import socket
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 PROGRESS_FILE = "offload.json"
 LOCK_FILE = "offload.lock"
 _CHUNK = 4 << 20
+_PIPE_BYTES = 1 << 20
+_READ_CHUNK = 1 << 20  # read back and hashed in pieces that stay in the CPU's cache
+_READ_BACK_THREADS = 1
 _STICK_GONE = {errno.EIO, errno.ENODEV, errno.ENXIO, errno.ENOTCONN, errno.ESHUTDOWN, errno.ESTALE, errno.ENOENT}
 
 
@@ -83,6 +87,8 @@ class OffloadReport:
         return text
 
 
+PREFETCH_BYTES = 8 << 20  # source files asked for ahead of the copy
+FIRST_BATCH_BYTES = 8 << 20
 BATCH_BYTES = 32 * 2**20  # copied, then made durable with one sync, then verified, then marked
 
 
@@ -95,7 +101,7 @@ class _ItemFailed(Exception):
 
 
 def offload(store, stick: Path, hostname: str | None = None, after_offload: str = "keep", progress=None,
-            before_verify=None, batch_bytes: int = BATCH_BYTES, clock=time.monotonic) -> OffloadReport:
+            before_verify=None, before_sync=None, batch_bytes: int = BATCH_BYTES, clock=time.monotonic) -> OffloadReport:
     """Offload ``store``'s not-yet-offloaded items to the mounted ``stick``; see the module docstring.
 
     Items go in batches of about ``BATCH_BYTES``: each is copied (no per-file fsync), made durable
@@ -117,20 +123,24 @@ def offload(store, stick: Path, hostname: str | None = None, after_offload: str 
     report.total, total_bytes = len(rows), sum(r["bytes"] for r in rows)
     manifest = _Manifest(folder / f"manifest-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}")
     run = _Run(store, folder, report, manifest, after_offload, before_verify)
+    run.before_sync = before_sync
     batch, in_batch = [], 0
+    prefetch, checked = _Prefetch(store.data_dir, rows), set()
     try:
-        for row in rows:
+        for i, row in enumerate(rows):
+            prefetch.up_to(i)
             # If the stick's mount vanished, its mount point is an empty folder on the SD card:
             # copying on would "succeed" there. Stop instead.
             if os.stat(folder).st_dev != stick_device:
                 raise _Stop("the stick was removed (it is no longer mounted)")
             try:
-                batch.append(_copy(store, row, folder))
+                batch.append(_copy(store, row, folder, checked))
             except _ItemFailed as e:
                 report.failed.append((row["id"], str(e)))
                 continue
             in_batch += row["bytes"]
-            if in_batch >= batch_bytes:
+            # The first batch is small, so verifying starts early; then the full size.
+            if in_batch >= (batch_bytes if run.batches else min(batch_bytes, FIRST_BATCH_BYTES)):
                 run.hand_over(batch)
                 batch, in_batch = [], 0
                 _report_progress(progress, report, run, total_bytes, clock, started_s)
@@ -174,6 +184,31 @@ def _why(e: OSError) -> str:
     return f"{e.strerror or e}"
 
 
+class _Prefetch:
+    """Asks the SD card for the next few source files (POSIX_FADV_WILLNEED) while one is copied, so
+    the card always has reads queued instead of one file's worth at a time."""
+
+    def __init__(self, data_dir: Path, rows: list[dict], ahead_bytes: int = PREFETCH_BYTES):
+        self.data_dir, self.rows, self.ahead_bytes = data_dir, rows, ahead_bytes
+        self.next = 0  # the next row to ask for
+
+    def up_to(self, current: int) -> None:
+        """Row ``current`` is about to be copied: make sure it and ``ahead_bytes`` after it are asked for."""
+        self.next = max(self.next, current)
+        ahead = sum(row["bytes"] for row in self.rows[current + 1:self.next])
+        while self.next < len(self.rows) and (self.next == current or ahead < self.ahead_bytes):
+            row = self.rows[self.next]
+            with contextlib.suppress(OSError):  # a missing file is the copy's to report
+                fd = os.open(self.data_dir / row["image_path"], os.O_RDONLY)
+                try:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+                finally:
+                    os.close(fd)
+            if self.next > current:
+                ahead += row["bytes"]
+            self.next += 1
+
+
 @dataclass
 class _Copy:
     row: dict
@@ -181,21 +216,28 @@ class _Copy:
     tmp: Path | None  # None: the target was on the stick already, to be verified as it is
 
 
-def _copy(store, row, folder: Path) -> _Copy:
-    """Copy one item to a temporary name beside its target (or note that it is there already)."""
+def _copy(store, row, folder: Path, checked: set[Path]) -> _Copy:
+    """Copy one item to a temporary name beside its target (or note that it is there already).
+    ``checked``: label folders already made and found to lead nowhere outside ``folder`` (each is
+    checked once per run: every lookup is a round trip to a FUSE driver)."""
     target = folder / export_name(row)
-    if not target.resolve().is_relative_to(folder.resolve()):  # a label cannot lead outside our folder
-        raise _Stop(f"unsafe name {export_name(row)!r}")
-    if target.is_file() and target.stat().st_size == row["bytes"]:
-        return _Copy(row, target, None)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.parent not in checked:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # A label cannot lead outside our folder, and neither can a symlink the stick holds.
+        if not target.parent.resolve().is_relative_to(folder.resolve()):
+            raise _Stop(f"unsafe name {export_name(row)!r}")
+        checked.add(target.parent)
+    with contextlib.suppress(FileNotFoundError):
+        there = os.stat(target, follow_symlinks=False)
+        if stat.S_ISREG(there.st_mode) and there.st_size == row["bytes"]:
+            return _Copy(row, target, None)
     tmp = target.with_name(f".{target.name}{TMP_SUFFIX}")
     try:
         src = open(store.data_dir / row["image_path"], "rb")
     except OSError as e:
         raise _ItemFailed(f"cannot read {row['image_path']} on the device ({e.strerror})") from None
     try:
-        with src, open(tmp, "wb") as out:
+        with src, open(tmp, "xb", opener=_no_follow) as out:  # x: never through a link the stick holds
             _copy_bytes(src, out, row["bytes"])
     except OSError as e:
         with contextlib.suppress(OSError):
@@ -204,8 +246,18 @@ def _copy(store, row, folder: Path) -> _Copy:
     return _Copy(row, target, tmp)
 
 
+def _no_follow(path, flags):
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, 0o644)
+    except FileExistsError:  # not a leftover of ours (those went at the start): whatever it is, it goes
+        os.unlink(path)
+        return os.open(path, flags | os.O_NOFOLLOW, 0o644)
+
+
 def _copy_bytes(src, out, size: int) -> None:
-    """Copy in the kernel (copy_file_range: no trip through Python's buffers) where it can, else by reads."""
+    """Copy in the kernel, with no trip through Python's buffers: copy_file_range where the kernel
+    allows it (not between two filesystems since Linux 5.19), else splice through a 1 MB pipe (so
+    a FUSE driver gets big writes: sendfile's 64 KB pieces halve exFAT-FUSE's speed), else reads."""
     try:
         copied = 0
         while copied < size:
@@ -218,44 +270,83 @@ def _copy_bytes(src, out, size: int) -> None:
     except OSError as e:
         if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
             raise
-    src.seek(0)
-    out.seek(0)
-    out.truncate()
+    _start_over(src, out)
+    try:
+        _splice(src.fileno(), out.fileno())
+        return
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOSYS):
+            raise
+    _start_over(src, out)
     while chunk := src.read(_CHUNK):
         out.write(chunk)
 
 
+def _start_over(src, out) -> None:
+    src.seek(0)
+    out.seek(0)
+    out.truncate()
+
+
+def _splice(src: int, out: int) -> None:
+    """Everything from ``src`` (at its offset) to ``out``, through a pipe."""
+    read_end, write_end = os.pipe()
+    try:
+        with contextlib.suppress(OSError):  # a smaller pipe works too, only slower
+            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+        while n := os.splice(src, write_end, _PIPE_BYTES):
+            while n:
+                written = os.splice(read_end, out, n)
+                if written == 0:
+                    raise OSError(errno.EIO, "the copy stopped writing")
+                n -= written
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
 class _Run:
-    """Batches on their way: made durable, renamed, verified on a thread, marked."""
+    """Batches on their way: made durable, renamed, verified on a thread, marked.
+
+    One sync per batch makes both that batch's bytes and the previous batch's renames durable, so a
+    batch is marked once the next batch's sync (or the last one, in ``finish``) has gone through:
+    each item is marked only when its content was read back right and its name is durable."""
 
     def __init__(self, store, folder, report, manifest, after_offload, before_verify):
         self.store, self.folder, self.report, self.manifest = store, folder, report, manifest
         self.after_offload, self.before_verify = after_offload, before_verify
         self.delete_ids: list[int] = []
         self.done_bytes = 0
+        self.batches = 0
         self._verifying: threading.Thread | None = None
         self._verified: list = []
+        self._synced = False  # the thread's sync went through: the batch before it is durable
+        self._unsynced: list[_Copy] = []  # read back right; their renames wait for the next sync
 
     def hand_over(self, batch: list[_Copy]) -> None:
         """Settle ``batch`` on a second thread (make it durable, rename it into place, read it back)
-        while the caller copies the next one; the previous batch is marked first."""
+        while the caller copies the next one; the batch before is collected first."""
         if not batch:
             return
-        self.finish()
+        self.batches += 1
+        self._collect()
         # Until the thread says otherwise, nothing of this batch is verified (and, should the thread
         # die, the previous batch's results are not counted twice).
         self._verified = [(item, OSError(errno.EIO, "the read-back did not finish")) for item in batch]
+        self._synced = False
         self._verifying = threading.Thread(target=self._settle, args=(batch,), name="offload-verify")
         self._verifying.start()
 
     def _settle(self, batch):
         try:
-            _sync(self.folder, batch)
+            # This batch's bytes, and the previous batch's renames and new folders, in one go.
+            if self.before_sync:
+                self.before_sync()
+            _sync(self.folder, next((item.tmp for item in reversed(batch) if item.tmp is not None), self.folder))
+            self._synced = True
             for item in batch:
                 if item.tmp is not None:
                     os.replace(item.tmp, item.target)
-            for parent in {item.target.parent for item in batch} | {self.folder}:
-                fsync_dir(parent)
             if self.before_verify:
                 self.before_verify()
         except OSError as e:  # nothing of this batch can be trusted: none of it is marked
@@ -264,12 +355,16 @@ class _Run:
         read_back = read_back_sha256s([item.target for item in batch])
         self._verified = [(item, result) for item, (_, result) in zip(batch, read_back)]
 
-    def finish(self) -> None:
-        """Wait for the batch being verified, and mark what matched."""
+    def _collect(self) -> None:
+        """Wait for the batch being verified; mark the batch before it (that thread's sync made its
+        renames durable) and keep what read back right for the next sync."""
         if self._verifying is None:
             return
         self._verifying.join()
         self._verifying = None
+        unsynced, self._unsynced = self._unsynced, []
+        if self._synced:
+            self._mark(unsynced)
         good, stopped = [], None
         for item, result in self._verified:
             row = item.row
@@ -281,6 +376,19 @@ class _Run:
                 self.report.failed.append((row["id"], self._mismatch(item)))
                 with contextlib.suppress(OSError):
                     item.target.unlink()
+        self._unsynced = good
+        if stopped:
+            raise _Stop(stopped)
+
+    def finish(self) -> None:
+        """Wait for the batch being verified, make its renames durable, and mark what matched."""
+        self._collect()
+        if self._unsynced:
+            unsynced, self._unsynced = self._unsynced, []
+            _sync(self.folder, self.folder)
+            self._mark(unsynced)
+
+    def _mark(self, good: list[_Copy]) -> None:
         self.store.mark_offloaded([item.row["id"] for item in good], _now())
         for item in good:
             if item.tmp is None:
@@ -292,12 +400,9 @@ class _Run:
             if self.after_offload == "delete":
                 self.delete_ids.append(item.row["id"])
         try:  # after the counting: a stick pulled now must not hide what was verified and marked
-            for item in good:
-                self.manifest.add(manifest_row(item.row, export_name(item.row)))
+            self.manifest.add([manifest_row(item.row, export_name(item.row)) for item in good])
         except OSError as e:
-            stopped = stopped or _why(e)
-        if stopped:
-            raise _Stop(stopped)
+            raise _Stop(_why(e)) from None
 
     def _mismatch(self, item) -> str:
         source = self.store.data_dir / item.row["image_path"]
@@ -321,18 +426,19 @@ class _Run:
                 self.manifest.close()
 
 
-def _sync(folder: Path, batch: list[_Copy]) -> None:
-    """Make the batch's bytes durable on the stick: one filesystem sync, plus one file's fsync,
-    which FUSE drivers (exFAT here) need to pass the flush on to the device."""
+def _sync(folder: Path, also: Path | None) -> None:
+    """Make everything written to the stick durable: one sync of its whole filesystem (data,
+    directories, renames), plus an fsync of ``also`` (a file or folder on it), which FUSE drivers
+    need to pass the flush on to the device (exfat-fuse then flushes all it holds); under the
+    kernel's drivers that fsync finds nothing left to write."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         if _libc_syncfs(fd) != 0:
             os.sync()
     finally:
         os.close(fd)
-    last = next((item.tmp for item in reversed(batch) if item.tmp is not None), None)
-    if last is not None:
-        fd = os.open(last, os.O_RDONLY)
+    if also is not None:
+        fd = os.open(also, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
@@ -352,14 +458,34 @@ def _remove_leftovers(folder: Path) -> None:
         leftover.unlink()
 
 
-def read_back_sha256s(paths: list[Path]) -> list[tuple[Path, str | OSError]]:
+def read_back_sha256s(paths: list[Path], threads: int = _READ_BACK_THREADS) -> list[tuple[Path, str | OSError]]:
     """(path, sha256 or the error reading it) of each file as the stick holds it: its cached pages
     are dropped first, so the bytes come from the device, not from memory (the pages are clean
-    after fsync, so DONTNEED discards them). While one file is hashed, the next is already being
-    read from the device (POSIX_FADV_WILLNEED), so the stick and the CPU work at the same time.
-    Never raises OSError: a stick that fails mid-way fails the files it was reading."""
-    buffer = bytearray(_CHUNK)
-    results = []
+    after fsync, so DONTNEED discards them). Hashing is the costly part, so ``threads`` threads
+    each take a contiguous share of ``paths`` (hashlib lets go of the GIL); in each, while one file
+    is hashed the next is already being read from the device (POSIX_FADV_WILLNEED), so the stick
+    and the CPU work at the same time. Never raises OSError: a stick that fails mid-way fails the
+    files it was reading."""
+    share = -(-len(paths) // max(1, threads))
+    parts = [paths[i:i + share] for i in range(0, len(paths), share)] or [[]]
+    results: list[list] = [[] for _ in parts]
+    helpers = [threading.Thread(target=_read_back, args=(part, out), name="offload-read-back")
+               for part, out in zip(parts[1:], results[1:])]
+    for helper in helpers:
+        helper.start()
+    try:
+        _read_back(parts[0], results[0])
+    finally:
+        for helper in helpers:
+            helper.join()
+    done = [r for out in results for r in out]
+    # a helper that died (it should not: errors are results) leaves its files unverified
+    done += [(path, OSError(errno.EIO, "the read-back did not finish")) for path in paths[len(done):]]
+    return done
+
+
+def _read_back(paths: list[Path], results: list) -> None:
+    buffer = bytearray(_READ_CHUNK)
     ahead = _start_reading(paths[0]) if paths else None
     try:
         for i, path in enumerate(paths):
@@ -368,7 +494,6 @@ def read_back_sha256s(paths: list[Path]) -> list[tuple[Path, str | OSError]]:
     finally:
         if isinstance(ahead, int):  # interrupted: the next file's fd is still open
             _close(ahead)
-    return results
 
 
 def _start_reading(path: Path) -> int | OSError:
@@ -414,12 +539,15 @@ class _Manifest:
         self.rows: list[dict] = []
         self._jsonl = None
 
-    def add(self, row: dict) -> None:
+    def add(self, rows: list[dict]) -> None:
+        """Append a marked batch's rows, in one write (each a round trip to a FUSE driver)."""
+        if not rows:
+            return
         if self._jsonl is None:
             self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
-        self._jsonl.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._jsonl.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
         self._jsonl.flush()
-        self.rows.append({k: row[k] for k in MANIFEST_FIELDS})
+        self.rows += [{k: row[k] for k in MANIFEST_FIELDS} for row in rows]
 
     def close(self) -> None:
         if self._jsonl is None:

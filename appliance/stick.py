@@ -80,3 +80,11 @@ def mounted(device: str, mount_root: Path):
             subprocess.run(["umount", "-l", str(point)], capture_output=True)
         with contextlib.suppress(OSError):
             point.rmdir()
+
+
+def flush_device(device: str) -> None:
+    fd = os.open(device, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -87,7 +87,6 @@ class OffloadReport:
         return text
 
 
-PREFETCH_BYTES = 8 << 20  # source files asked for ahead of the copy
 FIRST_BATCH_BYTES = 8 << 20
 BATCH_BYTES = 32 * 2**20  # copied, then made durable with one sync, then verified, then marked
 
@@ -101,7 +100,7 @@ class _ItemFailed(Exception):
 
 
 def offload(store, stick: Path, hostname: str | None = None, after_offload: str = "keep", progress=None,
-            before_verify=None, before_sync=None, batch_bytes: int = BATCH_BYTES, clock=time.monotonic) -> OffloadReport:
+            before_verify=None, batch_bytes: int = BATCH_BYTES, clock=time.monotonic) -> OffloadReport:
     """Offload ``store``'s not-yet-offloaded items to the mounted ``stick``; see the module docstring.
 
     Items go in batches of about ``BATCH_BYTES``: each is copied (no per-file fsync), made durable
@@ -123,12 +122,10 @@ def offload(store, stick: Path, hostname: str | None = None, after_offload: str 
     report.total, total_bytes = len(rows), sum(r["bytes"] for r in rows)
     manifest = _Manifest(folder / f"manifest-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}")
     run = _Run(store, folder, report, manifest, after_offload, before_verify)
-    run.before_sync = before_sync
     batch, in_batch = [], 0
-    prefetch, checked = _Prefetch(store.data_dir, rows), set()
+    checked: set[Path] = set()
     try:
-        for i, row in enumerate(rows):
-            prefetch.up_to(i)
+        for row in rows:
             # If the stick's mount vanished, its mount point is an empty folder on the SD card:
             # copying on would "succeed" there. Stop instead.
             if os.stat(folder).st_dev != stick_device:
@@ -182,31 +179,6 @@ def _why(e: OSError) -> str:
     if e.errno in _STICK_GONE:
         return f"the stick was removed or failed ({e.strerror})"
     return f"{e.strerror or e}"
-
-
-class _Prefetch:
-    """Asks the SD card for the next few source files (POSIX_FADV_WILLNEED) while one is copied, so
-    the card always has reads queued instead of one file's worth at a time."""
-
-    def __init__(self, data_dir: Path, rows: list[dict], ahead_bytes: int = PREFETCH_BYTES):
-        self.data_dir, self.rows, self.ahead_bytes = data_dir, rows, ahead_bytes
-        self.next = 0  # the next row to ask for
-
-    def up_to(self, current: int) -> None:
-        """Row ``current`` is about to be copied: make sure it and ``ahead_bytes`` after it are asked for."""
-        self.next = max(self.next, current)
-        ahead = sum(row["bytes"] for row in self.rows[current + 1:self.next])
-        while self.next < len(self.rows) and (self.next == current or ahead < self.ahead_bytes):
-            row = self.rows[self.next]
-            with contextlib.suppress(OSError):  # a missing file is the copy's to report
-                fd = os.open(self.data_dir / row["image_path"], os.O_RDONLY)
-                try:
-                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-                finally:
-                    os.close(fd)
-            if self.next > current:
-                ahead += row["bytes"]
-            self.next += 1
 
 
 @dataclass
@@ -340,8 +312,6 @@ class _Run:
     def _settle(self, batch):
         try:
             # This batch's bytes, and the previous batch's renames and new folders, in one go.
-            if self.before_sync:
-                self.before_sync()
             _sync(self.folder, next((item.tmp for item in reversed(batch) if item.tmp is not None), self.folder))
             self._synced = True
             for item in batch:

@@ -81,10 +81,3 @@ def mounted(device: str, mount_root: Path):
         with contextlib.suppress(OSError):
             point.rmdir()
 
-
-def flush_device(device: str) -> None:
-    fd = os.open(device, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -4,11 +4,13 @@ Layout on the stick: ``<stick>/<hostname>/<label>/<YYYY-MM-DD>_<file>.jpg`` (nam
 and ext4), plus a per-run ``manifest-<UTC time>.csv`` / ``.jsonl`` in ``<stick>/<hostname>/``. Nothing
 is written outside that folder.
 
-For each item: copy it (hashing the source as it is read), fsync the file and its folder, drop the
-copy from the page cache (``posix_fadvise(DONTNEED)``), read it back from the stick and compare its
-sha256 with the database's; only then set ``offloaded_at``. A copy already on the stick with the same
-sha256 is verified and marked, not copied again. A full, removed or read-only stick stops the run
-cleanly: what was verified stays marked, nothing else is, and the next offload resumes.
+Items go in batches. A batch is copied to temporary names beside their targets, made durable with
+one sync of the stick's filesystem, renamed into place, its pages dropped from the page cache
+(``posix_fadvise(DONTNEED)``), read back from the stick and compared with the sha256 the database
+holds; the next batch's sync makes those renames durable, and only then is the batch's
+``offloaded_at`` set. A copy already on the stick with the same size is read back and, if its sha256
+matches, marked without copying again. A full, removed or read-only stick stops the run cleanly:
+what was verified stays marked, nothing else is, and the next offload resumes.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ _CHUNK = 4 << 20
 _PIPE_BYTES = 1 << 20
 _READ_CHUNK = 1 << 20  # read back and hashed in pieces that stay in the CPU's cache
 _READ_BACK_THREADS = 1
-_STICK_GONE = {errno.EIO, errno.ENODEV, errno.ENXIO, errno.ENOTCONN, errno.ESHUTDOWN, errno.ESTALE, errno.ENOENT}
+_STICK_GONE = {errno.EIO, errno.ENODEV, errno.ENXIO, errno.ENOTCONN, errno.ECONNABORTED, errno.ESHUTDOWN, errno.ESTALE, errno.ENOENT}
 
 
 class OffloadError(ApplianceError, OSError):
@@ -103,12 +105,13 @@ def offload(store, stick: Path, hostname: str | None = None, after_offload: str 
             before_verify=None, batch_bytes: int = BATCH_BYTES, clock=time.monotonic) -> OffloadReport:
     """Offload ``store``'s not-yet-offloaded items to the mounted ``stick``; see the module docstring.
 
-    Items go in batches of about ``BATCH_BYTES``: each is copied (no per-file fsync), made durable
-    with one sync of the stick's filesystem, renamed into place, and then read back and checked on a
-    second thread while the next batch copies; a batch is marked in one transaction once verified.
-    ``before_verify()`` runs before each read-back (``stick.mounted`` uses it to drop the device's
-    cache under a FUSE driver, whose own cache would otherwise answer). ``progress(report,
-    done_bytes, total_bytes, row)`` is called after each batch is marked."""
+    Items go in batches of about ``batch_bytes`` (the first one smaller, so verifying starts early).
+    A batch is copied (no per-file fsync), made durable with one sync of the stick's filesystem,
+    renamed into place, and then read back and checked on a second thread while the next batch
+    copies; it is marked, in one transaction, once the next sync has made its renames durable.
+    ``before_verify()`` runs before each read-back (the callers drop the device's cache with it:
+    under a FUSE driver, which reads the device through the page cache, that cache would otherwise
+    answer). ``progress(report, done_bytes, total_bytes, row)`` is called after each batch."""
     folder = Path(stick) / label_dirname(hostname or socket.gethostname())
     report = OffloadReport(dest=str(folder))
     started_s = clock()
@@ -193,16 +196,20 @@ def _copy(store, row, folder: Path, checked: set[Path]) -> _Copy:
     ``checked``: label folders already made and found to lead nowhere outside ``folder`` (each is
     checked once per run: every lookup is a round trip to a FUSE driver)."""
     target = folder / export_name(row)
-    if target.parent not in checked:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # A label cannot lead outside our folder, and neither can a symlink the stick holds.
-        if not target.parent.resolve().is_relative_to(folder.resolve()):
-            raise _Stop(f"unsafe name {export_name(row)!r}")
-        checked.add(target.parent)
-    with contextlib.suppress(FileNotFoundError):
+    try:
+        if target.parent not in checked:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # A label cannot lead outside our folder, and neither can a symlink the stick holds.
+            if not target.parent.resolve().is_relative_to(folder.resolve()):
+                raise _Stop(f"unsafe name {export_name(row)!r}")
+            checked.add(target.parent)
         there = os.stat(target, follow_symlinks=False)
         if stat.S_ISREG(there.st_mode) and there.st_size == row["bytes"]:
             return _Copy(row, target, None)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise _Stop(_why(e)) from None
     tmp = target.with_name(f".{target.name}{TMP_SUFFIX}")
     try:
         src = open(store.data_dir / row["image_path"], "rb")

@@ -149,6 +149,38 @@ def test_labels_that_fat_and_exfat_forbid_become_safe_names_inside_the_appliance
         assert (point / "keep-me.txt").read_text() == "the owner's file"
 
 
+def test_links_planted_on_the_stick_never_lead_a_copy_outside_the_appliances_folder(tmp_path, store):
+    rows = store.rows(order="captured_at, id")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious.jpg").write_bytes(b"not yours")
+    with stick(tmp_path, "ext4") as point:
+        # a file name on the stick that is a link to a file elsewhere: replaced by the copy, the file untouched
+        first = on_stick(point, rows[0])
+        first.parent.mkdir(parents=True)
+        first.symlink_to(outside / "precious.jpg")
+        # our temporary name, planted as a link: removed at the start, never written through
+        second = on_stick(point, rows[1])
+        second.parent.mkdir(parents=True, exist_ok=True)
+        second.with_name(f".{second.name}.tmp").symlink_to(outside / "precious.jpg")
+        report = offload(store, point, HOST)
+        assert report.is_complete and report.copied == 40
+        assert not first.is_symlink() and first.read_bytes() == (store.data_dir / rows[0]["image_path"]).read_bytes()
+        assert (outside / "precious.jpg").read_bytes() == b"not yours" and os.listdir(outside) == ["precious.jpg"]
+        assert_marked_means_verified(store, point)
+
+        # a label folder that is a link to somewhere else: the offload stops before writing anything there
+        store.db.execute("update captures set offloaded_at = null")
+        store.db.conn.commit()
+        label_folder = first.parent
+        shutil.rmtree(label_folder)
+        label_folder.symlink_to(outside, target_is_directory=True)
+        again = offload(store, point, HOST)
+        assert again.stopped_because and "unsafe name" in again.stopped_because
+        assert os.listdir(outside) == ["precious.jpg"] and (outside / "precious.jpg").read_bytes() == b"not yours"
+        assert_marked_means_verified(store, point)
+
+
 def test_a_full_stick_takes_what_fits_and_a_second_offload_completes_the_rest(tmp_path, store):
     with stick(tmp_path, "ext4", size_mb=2, name="small") as point:
         first = offload(store, point, HOST)

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import socket
-import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -126,7 +125,7 @@ def offload(store, stick: Path, hostname: str | None = None, after_offload: str 
     manifest = _Manifest(folder / f"manifest-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}")
     run = _Run(store, folder, report, manifest, after_offload, before_verify)
     batch, in_batch = [], 0
-    checked: set[Path] = set()
+    folders: dict[Path, dict[str, os.DirEntry]] = {}
     try:
         for row in rows:
             # If the stick's mount vanished, its mount point is an empty folder on the SD card:
@@ -134,7 +133,7 @@ def offload(store, stick: Path, hostname: str | None = None, after_offload: str 
             if os.stat(folder).st_dev != stick_device:
                 raise _Stop("the stick was removed (it is no longer mounted)")
             try:
-                batch.append(_copy(store, row, folder, checked))
+                batch.append(_copy(store, row, folder, folders))
             except _ItemFailed as e:
                 report.failed.append((row["id"], str(e)))
                 continue
@@ -191,20 +190,23 @@ class _Copy:
     tmp: Path | None  # None: the target was on the stick already, to be verified as it is
 
 
-def _copy(store, row, folder: Path, checked: set[Path]) -> _Copy:
+def _copy(store, row, folder: Path, folders: dict[Path, dict[str, os.DirEntry]]) -> _Copy:
     """Copy one item to a temporary name beside its target (or note that it is there already).
-    ``checked``: label folders already made and found to lead nowhere outside ``folder`` (each is
-    checked once per run: every lookup is a round trip to a FUSE driver)."""
+    ``folders``: the label folders made so far and checked to lead nowhere outside ``folder``, with
+    what each held at the time: each is listed once per run, not asked about file by file (under a
+    FUSE driver every lookup is a round trip to it)."""
     target = folder / export_name(row)
     try:
-        if target.parent not in checked:
+        entries = folders.get(target.parent)
+        if entries is None:
             target.parent.mkdir(parents=True, exist_ok=True)
             # A label cannot lead outside our folder, and neither can a symlink the stick holds.
             if not target.parent.resolve().is_relative_to(folder.resolve()):
                 raise _Stop(f"unsafe name {export_name(row)!r}")
-            checked.add(target.parent)
-        there = os.stat(target, follow_symlinks=False)
-        if stat.S_ISREG(there.st_mode) and there.st_size == row["bytes"]:
+            with os.scandir(target.parent) as listing:
+                entries = folders[target.parent] = {entry.name: entry for entry in listing}
+        there = entries.get(target.name)
+        if there is not None and there.is_file(follow_symlinks=False) and there.stat(follow_symlinks=False).st_size == row["bytes"]:
             return _Copy(row, target, None)
     except FileNotFoundError:
         pass

@@ -120,6 +120,7 @@ def test_every_filesystem_has_every_figure_and_they_are_positive(report):
         # Progress comes once per batch (copied, synced, verified, marked) and once at the end.
         assert fs["offload_batch_ms_all_runs"]["n"] >= RUNS and fs["offload_batch_ms_all_runs"]["p50"] > 0
         assert fs["readback_alone"]["matching"] == ITEMS and fs["readback_alone"]["mb_s"] > 0
+        assert fs["readback_alone"]["as_in_offload"]["matching"] == ITEMS
         assert fs["offload_read_from_device_mb"] >= 0
         is_fuse = name == "exfat" and name not in Path("/proc/filesystems").read_text().split()
         assert fs["driver"] == ("FUSE (mount.exfat-fuse)" if is_fuse else f"kernel ({name})"), name

@@ -26,6 +26,8 @@ import os
 import socket
 import threading
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -89,6 +91,7 @@ class OffloadReport:
 
 
 FIRST_BATCH_BYTES = 8 << 20
+COPY_THREADS = 2
 BATCH_BYTES = 32 * 2**20  # copied, then made durable with one sync, then verified, then marked
 
 
@@ -126,33 +129,42 @@ def offload(store, stick: Path, hostname: str | None = None, after_offload: str 
     run = _Run(store, folder, report, manifest, after_offload, before_verify)
     batch, in_batch = [], 0
     folders: dict[Path, dict[str, os.DirEntry]] = {}
+    # Two copies at a time: one waits for the SD card or the stick while the other moves bytes, and
+    # a FUSE driver's single thread always has the next request waiting.
+    pool = ThreadPoolExecutor(COPY_THREADS, thread_name_prefix="offload-copy")
     try:
-        for row in rows:
-            # If the stick's mount vanished, its mount point is an empty folder on the SD card:
-            # copying on would "succeed" there. Stop instead.
-            if os.stat(folder).st_dev != stick_device:
-                raise _Stop("the stick was removed (it is no longer mounted)")
-            try:
-                batch.append(_copy(store, row, folder, folders))
-            except _ItemFailed as e:
-                report.failed.append((row["id"], str(e)))
-                continue
-            in_batch += row["bytes"]
-            # The first batch is small, so verifying starts early; then the full size.
-            if in_batch >= (batch_bytes if run.batches else min(batch_bytes, FIRST_BATCH_BYTES)):
-                run.hand_over(batch)
-                batch, in_batch = [], 0
-                _report_progress(progress, report, run, total_bytes, clock, started_s)
+        in_flight: deque = deque()
+        for row in [*rows, None]:  # None: no more to start, take what is in flight
+            if row is not None:
+                # If the stick's mount vanished, its mount point is an empty folder on the SD card:
+                # copying on would "succeed" there. Stop instead.
+                if os.stat(folder).st_dev != stick_device:
+                    raise _Stop("the stick was removed (it is no longer mounted)")
+                in_flight.append((row, pool.submit(_copy, store, row, folder, folders)))
+            while in_flight and (row is None or len(in_flight) > COPY_THREADS):
+                done_row, copying = in_flight.popleft()
+                try:
+                    batch.append(copying.result())
+                except _ItemFailed as e:
+                    report.failed.append((done_row["id"], str(e)))
+                    continue
+                in_batch += done_row["bytes"]
+                # The first batch is small, so verifying starts early; then the full size.
+                if in_batch >= (batch_bytes if run.batches else min(batch_bytes, FIRST_BATCH_BYTES)):
+                    run.hand_over(batch)
+                    batch, in_batch = [], 0
+                    _report_progress(progress, report, run, total_bytes, clock, started_s)
         run.hand_over(batch)
         run.finish()
         manifest.close()
         fsync_dir(folder)
-    except _Stop as e:
-        report.stopped_because = str(e)
+    except (_Stop, OSError) as e:
+        # A copy still under way finishes (or fails) first; its file stays a leftover, removed next time.
+        pool.shutdown(wait=True, cancel_futures=True)
+        report.stopped_because = str(e) if isinstance(e, _Stop) else _why(e)
         run.salvage(batch)  # what finished copying may still be made durable, verified and marked
-    except OSError as e:
-        report.stopped_because = _why(e)
-        run.salvage(batch)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     _report_progress(progress, report, run, total_bytes, clock, started_s)
     if run.delete_ids:  # only what was verified on the stick
         store.delete(run.delete_ids)

@@ -132,8 +132,8 @@ def offload(store, stick: Path, hostname: str | None = None, after_offload: str 
     # Two copies at a time: one waits for the SD card or the stick while the other moves bytes, and
     # a FUSE driver's single thread always has the next request waiting.
     pool = ThreadPoolExecutor(COPY_THREADS, thread_name_prefix="offload-copy")
+    in_flight: deque = deque()
     try:
-        in_flight: deque = deque()
         for row in [*rows, None]:  # None: no more to start, take what is in flight
             if row is not None:
                 # If the stick's mount vanished, its mount point is an empty folder on the SD card:
@@ -159,8 +159,9 @@ def offload(store, stick: Path, hostname: str | None = None, after_offload: str 
         manifest.close()
         fsync_dir(folder)
     except (_Stop, OSError) as e:
-        # A copy still under way finishes (or fails) first; its file stays a leftover, removed next time.
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=True, cancel_futures=True)  # the copies under way finish (or fail) first
+        batch += [copying.result() for _, copying in in_flight
+                  if not copying.cancelled() and copying.exception() is None]
         report.stopped_because = str(e) if isinstance(e, _Stop) else _why(e)
         run.salvage(batch)  # what finished copying may still be made durable, verified and marked
     finally:

@@ -43,7 +43,7 @@ LOCK_FILE = "offload.lock"
 _CHUNK = 4 << 20
 _PIPE_BYTES = 1 << 20
 _READ_CHUNK = 1 << 20  # read back and hashed in pieces that stay in the CPU's cache
-_READ_BACK_THREADS = 1
+_READ_BACK_THREADS = 2
 _STICK_GONE = {errno.EIO, errno.ENODEV, errno.ENXIO, errno.ENOTCONN, errno.ECONNABORTED, errno.ESHUTDOWN, errno.ESTALE, errno.ENOENT}
 
 

@@ -2,13 +2,16 @@
 # The boot test: build the debian-base image with a test config, boot it in QEMU (the image's own
 # arm64 kernel and initrd), and check that the camera works as a user would find it.
 #
-#   image/test-boot.sh [--shared DIR] [--quick]
+#   image/test-boot.sh [--shared DIR] [--quick] [--bench-offload]
 #
 # --quick (development): no xz (boots the raw image).
+# --bench-offload: also run `appliance bench-offload` on the booted card (the kernel's own ext4, exFAT
+#   and FAT32 drivers, emulated arm64), JSON into build/bench-offload-qemu.json.
 #
 # Asserts: first boot ran once (and not again at the second boot) and grew the root filesystem;
 # appliance.service is active; the page answers through a port forward on 127.0.0.1; the loop kept
-# exactly bird.bmp and parrot.jpg; a clean poweroff leaves filesystems that fsck passes. Prints the
+# exactly bird.bmp and parrot.jpg; USB sticks (ext4, exFAT, FAT32) plugged in are offloaded by udev
+# and hold the two images byte for byte; a clean poweroff leaves filesystems that fsck passes. Prints the
 # build time (cold and cached), image size (raw and .xz) and boot-to-first-classification time.
 # Needs root and takes a while: ~20 min from a cold cache, ~8 min with the base root filesystem cached.
 set -euo pipefail
@@ -17,11 +20,12 @@ REPO=$(dirname "$IMAGE_DIR")
 . "$IMAGE_DIR/lib/common.sh"
 
 SHARED="$REPO/../shared"
-QUICK=0
+QUICK=0 BENCH_OFFLOAD=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --shared) SHARED="${2:?}"; shift 2 ;;
         --quick) QUICK=1; shift ;;
+        --bench-offload) BENCH_OFFLOAD=1; shift ;;
         -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option: $1" ;;
     esac
@@ -29,7 +33,8 @@ done
 SHARED=$(realpath "$SHARED")
 need_root "image/test-boot.sh (run sudo ./dev test, or ./dev quick for the test suite alone)"
 need qemu-system-aarch64:qemu-system-arm qemu-img:qemu-utils ssh:openssh-client ssh-keygen:openssh-client \
-     curl:curl mcopy:mtools e2fsck:e2fsprogs fsck.vfat:dosfstools losetup:mount
+     curl:curl mcopy:mtools e2fsck:e2fsprogs fsck.vfat:dosfstools mkfs.vfat:dosfstools losetup:mount \
+     mkfs.exfat:exfatprogs mount.exfat-fuse:exfat-fuse
 [ -d "$SHARED/images" ] && [ -d "$SHARED/models/coral" ] || die "$SHARED must hold images/ and models/coral/"
 
 CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/appliance-image"
@@ -153,11 +158,57 @@ if "Error" in reply or "error" in reply:
     sys.exit(f"QEMU monitor: {sys.argv[2]}: {reply}")
 PY
 }
-offload_done() {
+offloads_finished() {  # how many offload units have finished so far (each stick starts one)
+    on_card sudo journalctl -u 'appliance-offload@*' --no-pager | grep -c "Deactivated successfully" || true
+}
+offload_done() {  # offload_done N: more than N offloads finished, and the last one says "done"
     # The unit is a oneshot that systemd unloads when it is done: its journal and the progress file
     # it leaves for the page say how it ended (`appliance offload` exits 0 only when complete).
-    on_card sudo journalctl -u appliance-offload@sda.service --no-pager | grep -q "Deactivated successfully" &&
+    [ "$(offloads_finished)" -gt "$1" ] &&
         on_card cat /run/appliance/offload.json | python3 -c 'import json,sys; sys.exit(json.load(sys.stdin)["state"] != "done")'
+}
+offloaded_sha256s() {  # the sha256 of every item the card has marked offloaded, sorted, one line
+    on_card sudo appliance captures --data /var/lib/appliance/data --json |
+        python3 -c 'import json,sys; print(" ".join(sorted(r["sha256"] for r in map(json.loads, sys.stdin) if r["offloaded_at"])))'
+}
+forget_offloads() {  # as if nothing had been offloaded yet, so the next stick gets every image
+    on_card sudo -u appliance /opt/appliance/venv/bin/python - <<'PY'
+import sqlite3
+db = sqlite3.connect("/var/lib/appliance/data/appliance.db", timeout=30)
+db.execute("update captures set offloaded_at = null")
+db.commit()
+PY
+}
+plug_stick() {  # plug_stick FSTYPE: a fresh 64 MB stick, hot-plugged; waits for its offload
+    local fs=$1 before
+    truncate -s 64M "$WORK/stick-$fs.img"
+    case "$fs" in
+        ext4) mkfs.ext4 -q -L STICK "$WORK/stick-$fs.img" ;;
+        exfat) mkfs.exfat -L STICK "$WORK/stick-$fs.img" >/dev/null ;;
+        vfat) mkfs.vfat -F 32 -n STICK "$WORK/stick-$fs.img" >/dev/null ;;
+    esac
+    before=$(offloads_finished)
+    monitor "drive_add 0 if=none,id=stick-$fs,file=$WORK/stick-$fs.img,format=raw"
+    monitor "device_add usb-storage,bus=xhci.0,drive=stick-$fs,id=stickdev-$fs"
+    wait_for 300 "the offload onto the $fs stick to finish" offload_done "$before"
+    on_card sudo journalctl -u 'appliance-offload@*' --no-pager | tail -3 >&2
+    offloaded=$(offloaded_sha256s)
+    check "$fs stick: both kept images are marked offloaded" test "$(wc -w <<<"$offloaded")" = 2
+    monitor "device_del stickdev-$fs"
+    sleep 3  # the card sees the stick go before the next one comes
+}
+stick_sha256s() {  # stick_sha256s FSTYPE: the stick, read on this machine: sha256 of every image under <hostname>/
+    local fs=$1 img="$WORK/stick-$1.img" dir="$WORK/stick-$1" l
+    mkdir -p "$dir"
+    case "$fs" in
+        ext4) mount -o ro,loop "$img" "$dir" ;;
+        exfat) l=$(losetup -f --show -r "$img"); LOOPS+=("$l"); mount.exfat-fuse -o ro "$l" "$dir" >/dev/null ;;
+        vfat) mcopy -s -n -i "$img" ::/appliance-test "$dir/" ;;  # this machine's kernel has no vfat driver
+    esac
+    find "$dir/appliance-test" -name '*.jpg' -exec sha256sum {} + | cut -d' ' -f1 | sort | tr '\n' ' ' | sed 's/ $//'
+    ls "$dir"/appliance-test/manifest-*.csv "$dir"/appliance-test/manifest-*.jsonl >/dev/null || echo "(no manifests)"
+    if [ "$fs" != vfat ]; then umount "$dir"; fi
+    if [ "$fs" = exfat ]; then losetup -d "$l"; unset 'LOOPS[-1]'; fi
 }
 poweroff() {
     on_card sudo systemctl poweroff || true
@@ -198,16 +249,21 @@ no_traceback() { ! on_card sudo journalctl -b -u 'appliance*' | grep -q Tracebac
 check "the journal shows no Python traceback" no_traceback
 record=$(on_card cat /var/lib/appliance/first-boot.json)
 
-say "plugging in a USB stick (ext4): udev starts the offload"
-truncate -s 64M "$WORK/stick.img"; mkfs.ext4 -q -L STICK "$WORK/stick.img"
-monitor "drive_add 0 if=none,id=stick,file=$WORK/stick.img,format=raw"
-monitor "device_add usb-storage,bus=xhci.0,drive=stick,id=stickdev"
-wait_for 300 "appliance-offload@sda.service to finish" offload_done
-on_card sudo journalctl -u appliance-offload@sda.service --no-pager | tail -5 >&2
-offloaded=$(on_card sudo appliance captures --data /var/lib/appliance/data --json |
-    python3 -c 'import json,sys; print(" ".join(sorted(r["sha256"] for r in map(json.loads, sys.stdin) if r["offloaded_at"])))')
-check "both kept images are marked offloaded" test "$(wc -w <<<"$offloaded")" = 2
-monitor "device_del stickdev"
+say "plugging in USB sticks (ext4, exFAT, FAT32): udev starts each offload"
+plug_stick ext4
+kept_sha256s=$offloaded
+for fs in exfat vfat; do
+    forget_offloads
+    plug_stick "$fs"
+done
+if [ "$BENCH_OFFLOAD" = 1 ]; then
+    say "bench-offload on the card (the kernel's drivers; emulated arm64, not a Pi's figures)"
+    on_card sudo systemctl stop appliance.service
+    on_card sudo TMPDIR=/var/tmp appliance bench-offload --items 60 --runs 5 --loop-io buffered \
+        > "$REPO/build/bench-offload-qemu.json"
+    on_card sudo systemctl start appliance.service
+    say "bench-offload figures: $REPO/build/bench-offload-qemu.json"
+fi
 
 say "clean poweroff, then fsck"
 poweroff
@@ -219,12 +275,11 @@ LOOPS+=("$(loop_partition "$WORK/after.img" 1)")
 check "fsck passes on the boot partition after a clean poweroff" fsck.vfat -n "${LOOPS[-1]}"
 for l in "${LOOPS[@]}"; do losetup -d "$l"; done; LOOPS=()
 
-say "the stick, read on this machine"
-mkdir "$WORK/stick"; mount -o ro,loop "$WORK/stick.img" "$WORK/stick"
-on_stick=$(find "$WORK/stick/appliance-test" -name '*.jpg' -exec sha256sum {} + | cut -d' ' -f1 | sort | tr '\n' ' ' | sed 's/ $//')
-check "the stick holds exactly the two kept images, byte for byte, under <hostname>/" test "$on_stick" = "$offloaded"
-check "the stick holds the offload's manifests" sh -c "ls '$WORK'/stick/appliance-test/manifest-*.csv '$WORK'/stick/appliance-test/manifest-*.jsonl"
-umount "$WORK/stick"
+say "the sticks, read on this machine"
+for fs in ext4 exfat vfat; do
+    check "$fs stick: exactly the two kept images, byte for byte, under <hostname>/, and the manifests" \
+        test "$(stick_sha256s "$fs")" = "$kept_sha256s"
+done
 
 say "second boot"
 qemu-img create -q -f qcow2 -F raw -b "$WORK/after.img" "$WORK/card.qcow2"

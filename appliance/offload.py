@@ -44,7 +44,8 @@ _CHUNK = 4 << 20
 _PIPE_BYTES = 1 << 20
 _READ_CHUNK = 1 << 20  # read back and hashed in pieces that stay in the CPU's cache
 _READ_BACK_THREADS = 2
-_STICK_GONE = {errno.EIO, errno.ENODEV, errno.ENXIO, errno.ENOTCONN, errno.ECONNABORTED, errno.ESHUTDOWN, errno.ESTALE, errno.ENOENT}
+_STICK_GONE = {errno.EIO, errno.ENODEV, errno.ENXIO, errno.ENOTCONN, errno.ECONNABORTED, errno.ESHUTDOWN,
+               errno.ESTALE, errno.ENOENT}
 
 
 class OffloadError(ApplianceError, OSError):
@@ -219,7 +220,8 @@ def _copy(store, row, folder: Path, folders: dict[Path, dict[str, os.DirEntry]])
             with os.scandir(target.parent) as listing:
                 entries = folders[target.parent] = {entry.name: entry for entry in listing}
         there = entries.get(target.name)
-        if there is not None and there.is_file(follow_symlinks=False) and there.stat(follow_symlinks=False).st_size == row["bytes"]:
+        if (there is not None and there.is_file(follow_symlinks=False)
+                and there.stat(follow_symlinks=False).st_size == row["bytes"]):
             return _Copy(row, target, None)
     except FileNotFoundError:
         pass
@@ -418,7 +420,7 @@ class _Run:
                 self.manifest.close()
 
 
-def _sync(folder: Path, also: Path | None) -> None:
+def _sync(folder: Path, also: Path) -> None:
     """Make everything written to the stick durable: one sync of its whole filesystem (data,
     directories, renames), plus an fsync of ``also`` (a file or folder on it), which FUSE drivers
     need to pass the flush on to the device (exfat-fuse then flushes all it holds); under the
@@ -429,12 +431,11 @@ def _sync(folder: Path, also: Path | None) -> None:
             os.sync()
     finally:
         os.close(fd)
-    if also is not None:
-        fd = os.open(also, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    fd = os.open(also, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _libc_syncfs(fd: int) -> int:

@@ -80,4 +80,3 @@ def mounted(device: str, mount_root: Path):
             subprocess.run(["umount", "-l", str(point)], capture_output=True)
         with contextlib.suppress(OSError):
             point.rmdir()
-

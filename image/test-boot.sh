@@ -192,8 +192,7 @@ plug_stick() {  # plug_stick FSTYPE: a fresh 64 MB stick, hot-plugged; waits for
     monitor "device_add usb-storage,bus=xhci.0,drive=stick-$fs,id=stickdev-$fs"
     wait_for 300 "the offload onto the $fs stick to finish" offload_done "$before"
     on_card sudo journalctl -u 'appliance-offload@*' --no-pager | tail -3 >&2
-    offloaded=$(offloaded_sha256s)
-    check "$fs stick: both kept images are marked offloaded" test "$(wc -w <<<"$offloaded")" = 2
+    check "$fs stick: both kept images are marked offloaded" test "$(offloaded_sha256s | wc -w)" = 2
     monitor "device_del stickdev-$fs"
     sleep 3  # the card sees the stick go before the next one comes
 }
@@ -251,7 +250,7 @@ record=$(on_card cat /var/lib/appliance/first-boot.json)
 
 say "plugging in USB sticks (ext4, exFAT, FAT32): udev starts each offload"
 plug_stick ext4
-kept_sha256s=$offloaded
+kept_sha256s=$(offloaded_sha256s)
 for fs in exfat vfat; do
     forget_offloads
     plug_stick "$fs"

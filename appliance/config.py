@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.errors import ConfigError
-from appliance.files import atomic_write_bytes
+from appliance.storage.files import atomic_write_bytes
 
 DEVICE_CONFIG_PATH = Path("/boot/firmware/appliance.toml")
 

@@ -6,7 +6,7 @@ Run from the repository root::
     python hardware/make_docs.py --check    # exit 1 if either is out of date
 
 Everything comes from ``appliance.config.GpioConfig()`` (the default pins, ``PIN_KEYS``, ``I2C_PINS``)
-and ``appliance.indicator`` (the LED colours and the LED vocabulary), so the pin map, the diagram and
+and ``appliance.panel.indicator`` (the LED colours and the LED vocabulary), so the pin map, the diagram and
 the code cannot disagree: ``tests/test_hardware.py`` regenerates both files and compares them byte
 for byte. The output holds no timestamps, so the same code always gives the same bytes.
 """
@@ -25,17 +25,16 @@ for folder in (REPO, HERE):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
-from appliance import indicator  # noqa: E402
-from appliance.config import ID_EEPROM_PINS, GpioConfig  # noqa: E402
-from wiring import (  # noqa: E402
-    ALT_FUNCTIONS, HEADER, MAX_LED_CURRENT_A, SUPPLY_V, Wiring, led_current_ma, ohm_text, physical_pin,
-    pin_name, series_resistor_ohm, side_of, wiring,
-)
+from wiring import (ALT_FUNCTIONS, HEADER, MAX_LED_CURRENT_A, SUPPLY_V, Wiring, led_current_ma, ohm_text,  # noqa: E402
+                    physical_pin, pin_name, series_resistor_ohm, side_of, wiring)
 from wiring_svg import wiring_svg  # noqa: E402
+
+from appliance.config import ID_EEPROM_PINS, GpioConfig  # noqa: E402
+from appliance.panel import indicator  # noqa: E402
 
 PINMAP_PATH = HERE / "pinmap.md"
 WIRING_PATH = HERE / "wiring.svg"
-VOCABULARY_START = "<!-- led-vocabulary: generated from appliance/indicator.py by hardware/make_docs.py -->"
+VOCABULARY_START = "<!-- led-vocabulary: generated from appliance/panel/indicator.py by hardware/make_docs.py -->"
 VOCABULARY_END = "<!-- end led-vocabulary -->"
 
 
@@ -150,7 +149,7 @@ def pinmap_markdown(gpio: GpioConfig | None = None) -> str:
         "## LED vocabulary",
         "",
         "What the three LEDs say; the same table is in the top-level README, and both are generated",
-        "from `appliance/indicator.py`:",
+        "from `appliance/panel/indicator.py`:",
         "",
         VOCABULARY_START,
         indicator.vocabulary_markdown().rstrip("\n"),

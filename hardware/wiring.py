@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from appliance import indicator
 from appliance.config import I2C_PINS, PIN_KEYS, GpioConfig
+from appliance.panel import indicator
 
 # The 40-pin header of the Pi 4, Pi 5 and Zero 2 W (and every Pi since the B+): physical pin → BCM
 # GPIO number, or the name of a power pin. Odd pins are the row nearer the middle of the board.

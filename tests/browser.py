@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from appliance.app import Appliance
-from appliance.config import Config
 from conftest import BIRD_MODEL, IMAGES, REPO
+
+from appliance.config import Config
+from appliance.service.app import Appliance
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from appliance.activity import Activity, keeps_per_bucket
-from appliance.store import Store, metadata_comment
+from appliance.pipeline.writer import encode_jpeg
+from appliance.storage.activity import Activity, keeps_per_bucket
+from appliance.storage.store import Store, metadata_comment
 from appliance.web.chart import activity_svg
-from appliance.writer import encode_jpeg
 
 SVG = "{http://www.w3.org/2000/svg}"
 NOW_S = datetime(2026, 11, 25, 14, 30, tzinfo=timezone.utc).timestamp()

@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from appliance.cli import bench_offload
-from conftest import REPO
 
 ITEMS, KB, RUNS = 20, 50, 2
 
@@ -154,7 +154,7 @@ def test_without_root_it_refuses_with_a_clear_message():
         pytest.skip("needs setpriv to run as nobody")
     result = subprocess.run(
         ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
-         "from appliance.bench_offload import run_benchmark; run_benchmark(items=1)"],
+         "from appliance.bench.offload import run_benchmark; run_benchmark(items=1)"],
         cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO), PYTHONDONTWRITEBYTECODE="1"),
         capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and "OffloadError: bench-offload needs root" in result.stderr
@@ -173,7 +173,7 @@ def test_direct_io_is_refused_where_the_temp_dir_is_in_ram(tmp_path):
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(ram)], check=True)
     try:
         result = subprocess.run(
-            [sys.executable, "-c", "from appliance.bench_offload import run_benchmark; "
+            [sys.executable, "-c", "from appliance.bench.offload import run_benchmark; "
                                    "run_benchmark(items=1, loop_io=['direct'])"],
             cwd=REPO, env=dict(os.environ, TMPDIR=str(ram), PYTHONPATH=str(REPO), PYTHONDONTWRITEBYTECODE="1"),
             capture_output=True, text=True, timeout=60)

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
-from appliance import catalog
-from appliance.catalog import (Catalog, KeepDefaults, default_catalog_path, default_models_dir, fetch,
-                               load_catalog, verify)
 from appliance.errors import CatalogError
-from appliance.files import sha256_file
+from appliance.inference import catalog
+from appliance.inference.catalog import (Catalog, KeepDefaults, default_catalog_path, default_models_dir, fetch,
+                                         load_catalog, verify)
+from appliance.storage.files import sha256_file
 
 CORAL = Path(__file__).resolve().parents[2] / "shared/models/coral"
 REPO = Path(__file__).resolve().parents[1]

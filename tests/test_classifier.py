@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import BIRD_MODEL, IMAGES, MODELS, TINY_EDGETPU_MODEL, TINY_MODEL
 
 from appliance.cameras.replay import read_rgb, scale_like_isp
-from appliance.classifier import Classifier, _input_lut
 from appliance.cli import main
 from appliance.config import ModelConfig
 from appliance.errors import AcceleratorMissing, ModelError
-from conftest import BIRD_MODEL, IMAGES, MODELS, TINY_EDGETPU_MODEL, TINY_MODEL
+from appliance.inference.classifier import Classifier, _input_lut
 
 
 def classify(classifier, name):

@@ -13,14 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import IMAGES, REPO
 
-from appliance.app import Appliance
 from appliance.cameras.replay import ReplayCamera, read_rgb, scale_like_isp
 from appliance.config import to_toml
-from appliance.control import CONTROL_SOCKET, ControlClient, ControlServer
 from appliance.errors import ApplianceError, LoopNotRunning
-from appliance.status import read_status
-from conftest import IMAGES, REPO
+from appliance.service.app import Appliance
+from appliance.service.control import CONTROL_SOCKET, ControlClient, ControlServer
+from appliance.service.status import read_status
 
 
 def _wait_until(predicate, what, timeout_s=20.0):

@@ -10,11 +10,11 @@ import sys
 import time
 
 import pytest
+from conftest import IMAGES, REPO
 
 from appliance.config import to_toml
-from appliance.store import Store
-from appliance.writer import thumbnail_of_file
-from conftest import IMAGES, REPO
+from appliance.pipeline.writer import thumbnail_of_file
+from appliance.storage.store import Store
 
 
 @pytest.mark.slow

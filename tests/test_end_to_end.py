@@ -7,11 +7,12 @@ import json
 import subprocess
 import sys
 
-from appliance.app import Appliance
-from appliance.cameras.replay import ReplayCamera
-from appliance.status import read_status
-from appliance.store import Store
 from conftest import BIRD_MODEL, IMAGES, REPO
+
+from appliance.cameras.replay import ReplayCamera
+from appliance.service.app import Appliance
+from appliance.service.status import read_status
+from appliance.storage.store import Store
 
 
 def test_the_bird_rule_keeps_exactly_the_two_bird_photos_with_correct_metadata(make_config):

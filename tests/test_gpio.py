@@ -10,15 +10,15 @@ import threading
 import time
 
 import pytest
+from conftest import TINY_EDGETPU_MODEL, TINY_MODEL
 from gpiozero.pins.mock import MockFactory
 
-from appliance import indicator as ind
-from appliance.app import Appliance
 from appliance.config import GpioConfig
 from appliance.errors import CameraError
-from appliance.gpio import GpioPanel, open_panel
-from appliance.store import Store
-from conftest import TINY_EDGETPU_MODEL, TINY_MODEL
+from appliance.panel import indicator as ind
+from appliance.panel.gpio import GpioPanel, open_panel
+from appliance.service.app import Appliance
+from appliance.storage.store import Store
 
 PINS = GpioConfig()
 

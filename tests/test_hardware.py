@@ -7,10 +7,10 @@ import sys
 import xml.etree.ElementTree as ET
 
 import pytest
+from conftest import REPO
 
 from appliance.config import I2C_PINS, PIN_KEYS, GpioConfig
-from appliance.indicator import vocabulary_markdown
-from conftest import REPO
+from appliance.panel.indicator import vocabulary_markdown
 
 HARDWARE = REPO / "hardware"
 SVG = "{http://www.w3.org/2000/svg}"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from appliance import indicator as ind
-from appliance.indicator import IndicatorState, handle, next_change_s, patterns
+from appliance.panel import indicator as ind
+from appliance.panel.indicator import IndicatorState, handle, next_change_s, patterns
 
 
 def after(*events, now_s=100.0):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from appliance.errors import ModelError
-from appliance.labels import load_labels, parse_labels
+from appliance.inference.labels import load_labels, parse_labels
 
 CORAL = Path(__file__).resolve().parents[2] / "shared/models/coral"
 LABELS_FILE_OF = {

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-
-from appliance.app import Appliance
-from appliance.cameras.replay import ReplayCamera, read_rgb, scale_like_isp
-from appliance.store import Store
 from conftest import IMAGES
+
+from appliance.cameras.replay import ReplayCamera, read_rgb, scale_like_isp
+from appliance.service.app import Appliance
+from appliance.storage.store import Store
 
 
 def test_when_the_writer_falls_behind_keeps_are_dropped_and_counted_and_every_frame_is_decided(make_config):

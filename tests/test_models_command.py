@@ -7,7 +7,7 @@ import pytest
 
 from appliance.cli import main
 from appliance.cli import models as models_cli
-from appliance.files import sha256_file
+from appliance.storage.files import sha256_file
 
 CORAL = Path(__file__).resolve().parents[2] / "shared/models/coral"
 TINY = "mobilenet_v1_0.25_128_quant.tflite"

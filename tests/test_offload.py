@@ -14,15 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO
 from PIL import Image
 
 from appliance.config import Config, to_toml
-from appliance.export import export_name
-from appliance.offload import OffloadError, OffloadLock, offload, read_back_sha256s, read_progress
-from appliance.stick import drop_device_cache, mounted
-from appliance.store import Store, metadata_comment
-from appliance.writer import encode_jpeg
-from conftest import REPO
+from appliance.pipeline.writer import encode_jpeg
+from appliance.storage.store import Store, metadata_comment
+from appliance.transfer.export import export_name
+from appliance.transfer.offload import OffloadError, OffloadLock, offload, read_back_sha256s, read_progress
+from appliance.transfer.stick import drop_device_cache, mounted
 
 MKFS = {"ext4": ["mkfs.ext4", "-q", "-F"], "exfat": ["mkfs.exfat"]}
 HOST = "trailcam"
@@ -335,8 +335,8 @@ def test_the_offload_button_offloads_a_running_appliances_keeps_to_the_stick_and
 
     from gpiozero.pins.mock import MockFactory
 
-    from appliance.app import Appliance
     from appliance.config import GpioConfig
+    from appliance.service.app import Appliance
 
     image = make_image(tmp_path / "button.img", "ext4", 64)
     by_id = tmp_path / "by-id"

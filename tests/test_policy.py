@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import numpy as np
 
 from appliance.config import KeepConfig
-from appliance.frames import Classification, Discard, Keep
-from appliance.policy import REASONS, KeepRule, Policy, hamming, image_hash
+from appliance.pipeline.frames import Classification, Discard, Keep
+from appliance.pipeline.policy import REASONS, KeepRule, Policy, hamming, image_hash
 
 RAMP = np.repeat(np.tile(np.linspace(0, 255, 64).astype(np.uint8), (48, 1))[:, :, None], 3, axis=2)
 MIRRORED_RAMP = RAMP[:, ::-1].copy()

@@ -6,11 +6,11 @@ import argparse
 import re
 
 import pytest
+from conftest import REPO
 
 from appliance.cli import build_parser
 from appliance.config import reference_markdown
-from appliance.indicator import vocabulary_markdown
-from conftest import REPO
+from appliance.panel.indicator import vocabulary_markdown
 
 README = (REPO / "README.md").read_text()
 

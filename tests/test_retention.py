@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from appliance.config import StorageConfig
-from appliance.frames import ArrayImage, Classification, Keep
-from appliance.retention import Plan, bytes_needed, plan_eviction, storage_level
-from appliance.store import Store
-from appliance.writer import FULL_RECHECK_S, KeepJob, ModelInfo, Writer
+from appliance.pipeline.frames import ArrayImage, Classification, Keep
+from appliance.pipeline.writer import FULL_RECHECK_S, KeepJob, ModelInfo, Writer
+from appliance.storage.retention import Plan, bytes_needed, plan_eviction, storage_level
+from appliance.storage.store import Store
 
 # candidates: (id, bytes, is_starred, is_taken_off), oldest first
 OLDEST_FIRST = [(1, 100, False, True), (2, 100, True, True), (3, 100, False, False), (4, 100, False, True)]

@@ -10,10 +10,10 @@ import sys
 import time
 
 import pytest
+from conftest import REPO
 
 from appliance.config import to_toml
-from appliance.store import Store
-from conftest import REPO
+from appliance.storage.store import Store
 
 
 @pytest.fixture

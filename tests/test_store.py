@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from appliance.errors import StorageError
-from appliance.files import atomic_write_bytes
-from appliance.store import Store, metadata_comment, slug
-from appliance.writer import encode_jpeg, thumbnail_of_file
+from appliance.pipeline.writer import encode_jpeg, thumbnail_of_file
+from appliance.storage.files import atomic_write_bytes
+from appliance.storage.store import Store, metadata_comment, slug
 
 
 def record(label="Ara macao (Scarlet Macaw)", captured_at="2026-11-25T10:15:30.123Z", kind="match"):

@@ -19,16 +19,17 @@ from collections import Counter
 from functools import partial
 
 import pytest
+from conftest import BIRD_MODEL, IMAGES, REPO
 
-from appliance.app import Appliance
 from appliance.cameras.replay import ReplayCamera
 from appliance.config import Config
-from appliance.export import export_name, manifest_csv, manifest_row
-from appliance.store import Store
-from appliance.sync import STATE_FILE, DestinationError, NotAnAppliance, SyncRefused, Unreachable, WrongPassword, sync
+from appliance.service.app import Appliance
+from appliance.storage.store import Store
+from appliance.transfer.export import export_name, manifest_csv, manifest_row
+from appliance.transfer.sync import (STATE_FILE, DestinationError, NotAnAppliance, SyncRefused, Unreachable,
+                                     WrongPassword, sync)
 from appliance.web.security import NO_PASSWORD
 from appliance.web.server import WebServer
-from conftest import BIRD_MODEL, IMAGES, REPO
 
 PASSWORD = "correct horse battery"
 KEEPS = 60  # enough for several pages, and for a pull to be killed part-way through

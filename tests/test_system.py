@@ -17,8 +17,8 @@ from werkzeug.security import check_password_hash
 from appliance.cli import main
 from appliance.config import load_config, to_toml
 from appliance.errors import ConfigError, SystemSettingsError
-from appliance.read_only_root import set_read_only_root
-from appliance.system import FIRST_BOOT_RECORD, apply, hosts_with_hostname, wpa_psk
+from appliance.system.read_only_root import set_read_only_root
+from appliance.system.settings import FIRST_BOOT_RECORD, apply, hosts_with_hostname, wpa_psk
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

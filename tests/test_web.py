@@ -17,11 +17,11 @@ from PIL import Image
 from werkzeug.security import generate_password_hash
 
 from appliance.config import Config, load_config
-from appliance.control import ControlClient, ControlServer
-from appliance.store import Store, metadata_comment
+from appliance.pipeline.writer import encode_jpeg
+from appliance.service.control import ControlClient, ControlServer
+from appliance.storage.store import Store, metadata_comment
 from appliance.web import MAX_REQUEST_BYTES, create_app
 from appliance.web.security import LOGIN_ATTEMPTS, NO_PASSWORD, adopt_password
-from appliance.writer import encode_jpeg
 
 PASSWORD = "correct horse"
 LABELS = ("Ara macao (Scarlet Macaw)", "Bubo bubo (Eurasian Eagle-Owl)", "Poecile atricapillus (Black-capped Chickadee)")

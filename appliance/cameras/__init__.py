@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from typing import Iterator
 
 from appliance.errors import ConfigError
-from appliance.frames import Frame
+from appliance.pipeline.frames import Frame
 
 BACKENDS = {"replay": "appliance.cameras.replay:ReplayCamera",
             "picamera2": "appliance.cameras.picamera2:Picamera2Camera"}

@@ -19,7 +19,7 @@ from PIL import Image
 
 from appliance.cameras import Camera
 from appliance.errors import CameraError
-from appliance.frames import ArrayImage, Frame
+from appliance.pipeline.frames import ArrayImage, Frame
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from appliance.cameras import Camera
 from appliance.errors import CameraError
-from appliance.frames import ArrayImage, Frame
+from appliance.pipeline.frames import ArrayImage, Frame
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from appliance.catalog import default_models_dir, load_catalog
 from appliance.cli import add_command
 from appliance.errors import ConfigError
+from appliance.inference.catalog import default_models_dir, load_catalog
 
 
 def register(subparsers):
@@ -29,7 +29,7 @@ def bench_command(args) -> int:
     Example:
         appliance bench --images ../shared/images --frames 1000 > bench.json
     """
-    from appliance.bench import main_json
+    from appliance.bench.classify import main_json
 
     if args.images is None:
         raise ConfigError("appliance bench", "--images", "no photo folder given", "a folder of photos")

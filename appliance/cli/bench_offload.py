@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-
 from appliance.cli import add_command, positive_int
 
-# As appliance.bench_offload.FILESYSTEMS and LOOP_IO, without importing numpy for --help.
+# As appliance.bench.offload.FILESYSTEMS and LOOP_IO, without importing numpy for --help.
 FILESYSTEMS = ("ext4", "exfat", "vfat")
 LOOP_IO = ("buffered", "direct")
 
@@ -45,7 +44,7 @@ def bench_offload_command(args) -> int:
         sudo appliance bench-offload --items 400 --kb 600 > bench-offload.json
         sudo TMPDIR=/var/tmp appliance bench-offload --loop-io direct --fs ext4
     """
-    from appliance.bench_offload import main_json
+    from appliance.bench.offload import main_json
 
     print(main_json(items=args.items, kb=args.kb, runs=args.runs, filesystems=args.filesystems,
                     loop_io=args.loop_io))

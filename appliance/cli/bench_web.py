@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from appliance.cli import add_command, positive_int
 
 
@@ -27,7 +26,7 @@ def bench_web_command(args) -> int:
     Example:
         appliance bench-web --items 100000 --zip-items 10000 > bench-web.json
     """
-    from appliance.bench_web import main_json
+    from appliance.bench.web import main_json
 
     print(main_json(items=args.items, zip_items=args.zip_items, is_zip_skipped=args.skip_zip))
     return 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from appliance.cli import add_command
 from appliance.errors import StorageError
-from appliance.store import DB_NAME, Store
+from appliance.storage.store import DB_NAME, Store
 
 
 def register(subparsers):

@@ -30,7 +30,7 @@ def classify_command(args) -> int:
         appliance classify --model mobilenet_v2_1.0_224_inat_bird_quant.tflite parrot.jpg
     """
     from appliance.cameras.replay import read_rgb, scale_like_isp
-    from appliance.classifier import Classifier
+    from appliance.inference.classifier import Classifier
 
     classifier = Classifier.open(ModelConfig(path=str(args.model), labels=str(args.labels or ""),
                                              top_k=args.top_k, accelerator=args.accelerator))

@@ -7,8 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from appliance import catalog
 from appliance.cli import add_command
+from appliance.inference import catalog
 
 _REDRAW_EVERY_S = 0.2
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from appliance.cli import add_command
 from appliance.config import DEVICE_CONFIG_PATH, load_config
-from appliance.offload import OffloadError
+from appliance.transfer.offload import OffloadError
 
 
 def register(subparsers):
@@ -32,9 +32,9 @@ def offload_command(args) -> int:
         appliance offload --device /dev/sda1
         appliance offload --to /media/me/STICK
     """
-    from appliance.offload import OffloadLock, ProgressFile, offload
-    from appliance.stick import drop_device_cache, find_stick, mounted
-    from appliance.store import Store
+    from appliance.storage.store import Store
+    from appliance.transfer.offload import OffloadLock, ProgressFile, offload
+    from appliance.transfer.stick import drop_device_cache, find_stick, mounted
 
     path = args.config or (DEVICE_CONFIG_PATH if DEVICE_CONFIG_PATH.exists() else None)
     config = load_config(path)

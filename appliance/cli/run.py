@@ -9,10 +9,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from appliance.catalog import default_models_dir, load_catalog
 from appliance.cli import add_command
 from appliance.config import DEVICE_CONFIG_PATH, Config, load_config
 from appliance.errors import ConfigError
+from appliance.inference.catalog import default_models_dir, load_catalog
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def demo_command(args) -> int:
 
 
 def run_appliance(config: Config) -> int:
-    from appliance.app import Appliance  # imports the runtime and numpy: only for commands that run
+    from appliance.service.app import Appliance  # imports the runtime and numpy: only for commands that run
 
     with Appliance(config) as appliance:
         def on_signal(signum, _frame):

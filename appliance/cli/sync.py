@@ -10,7 +10,7 @@ from pathlib import Path
 
 from appliance.cli import add_command
 from appliance.errors import ApplianceError
-from appliance.sync import MAX_LIMIT, sync
+from appliance.transfer.sync import MAX_LIMIT, sync
 
 PASSWORD_VARIABLE = "APPLIANCE_PASSWORD"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from appliance.cli import add_command
 from appliance.config import DEVICE_CONFIG_PATH, load_config
 from appliance.errors import SystemSettingsError
-from appliance.system import apply
+from appliance.system.settings import apply
 
 
 def register(subparsers):
@@ -64,7 +64,7 @@ def read_only_root_command(args) -> int:
     Example:
         sudo appliance system read-only-root --disable --reboot
     """
-    from appliance.read_only_root import CMDLINE_PATH, set_read_only_root
+    from appliance.system.read_only_root import CMDLINE_PATH, set_read_only_root
 
     path = args.cmdline or CMDLINE_PATH
     is_changed = set_read_only_root(args.enable, path)

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 from flask import Blueprint, abort, jsonify, request, url_for
 
-from appliance.export import effective_label, export_name
+from appliance.transfer.export import effective_label, export_name
 from appliance.web import changes_or_syncs, deps
 from appliance.web.gallery import _row_or_404, _send
 

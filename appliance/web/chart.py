@@ -12,7 +12,7 @@ import math
 import re
 from xml.sax.saxutils import escape
 
-from appliance.activity import Activity
+from appliance.storage.activity import Activity
 
 # Okabe & Ito's palette (minus black), ordered so neighbouring stack segments differ in lightness as
 # well as hue: distinguishable with the common colour-vision deficiencies.

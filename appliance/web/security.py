@@ -24,7 +24,7 @@ from pathlib import Path
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from appliance.config import remove_clear_text
-from appliance.files import atomic_write_bytes
+from appliance.storage.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

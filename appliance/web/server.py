@@ -8,10 +8,10 @@ import socket
 import threading
 from pathlib import Path
 
-from appliance.control import CONTROL_SOCKET, ControlClient
 from appliance.errors import ModelError
-from appliance.labels import load_labels
-from appliance.store import Store
+from appliance.inference.labels import load_labels
+from appliance.service.control import CONTROL_SOCKET, ControlClient
+from appliance.storage.store import Store
 from appliance.web import create_app
 from appliance.web.security import adopt_password
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, request, url_for
 
 from appliance.errors import ApplianceError, LoopNotRunning
-from appliance.offload import read_progress
-from appliance.status import read_status
+from appliance.service.status import read_status
+from appliance.transfer.offload import read_progress
 from appliance.web import deps
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def _same_site(url) -> bool:
 
 @bp.route("/activity.svg")
 def activity():
-    from appliance.activity import keeps_per_bucket
+    from appliance.storage.activity import keeps_per_bucket
     from appliance.web.chart import activity_svg
 
     period = request.args.get("period", "hour")

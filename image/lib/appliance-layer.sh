@@ -78,7 +78,7 @@ appliance_layer() {
     in_root ln -sf /opt/appliance/venv/bin/appliance /usr/local/bin/appliance
     install -m 644 "$REPO/README.md" "$ROOT/opt/appliance/README.md"
     # Prove the arm64 install imports and finds its runtime before going on.
-    in_root /opt/appliance/venv/bin/python -c 'import appliance.classifier, numpy, PIL, flask, sqlite_utils, gpiozero' ||
+    in_root /opt/appliance/venv/bin/python -c 'import appliance.inference.classifier, numpy, PIL, flask, sqlite_utils, gpiozero' ||
         die "the appliance does not import inside the image (see above)"
 
     # The service user; the login user for SSH and the console.

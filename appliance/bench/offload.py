@@ -66,11 +66,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from appliance.export import export_name, label_dirname
-from appliance.offload import OffloadError, offload, read_back_sha256s
-from appliance.stick import drop_device_cache, mounted
-from appliance.store import Store, metadata_comment
-from appliance.writer import encode_jpeg, make_thumbnail
+from appliance.pipeline.writer import encode_jpeg, make_thumbnail
+from appliance.storage.store import Store, metadata_comment
+from appliance.transfer.export import export_name, label_dirname
+from appliance.transfer.offload import OffloadError, offload, read_back_sha256s
+from appliance.transfer.stick import drop_device_cache, mounted
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from appliance.errors import SystemSettingsError
-from appliance.files import atomic_write_bytes
+from appliance.storage.files import atomic_write_bytes
 
 CMDLINE_PATH = Path("/boot/firmware/cmdline.txt")
 TOKEN = "overlayroot=tmpfs:recurse=0"

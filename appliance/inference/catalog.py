@@ -22,7 +22,7 @@ from typing import BinaryIO, Callable, Mapping
 
 import appliance
 from appliance.errors import CatalogError
-from appliance.files import atomic_file, sha256_file
+from appliance.storage.files import atomic_file, sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from datetime import datetime, timezone
 
 from PIL import Image
 
-from appliance import retention
 from appliance.clock import clock_source
-from appliance.frames import Classification, Keep, MainImage
-from appliance.store import Store, metadata_comment
+from appliance.pipeline.frames import Classification, Keep, MainImage
+from appliance.storage import retention
+from appliance.storage.store import Store, metadata_comment
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from appliance.errors import StorageError
-from appliance.files import TMP_SUFFIX, atomic_write_bytes, sha256_file
+from appliance.storage.files import TMP_SUFFIX, atomic_write_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 

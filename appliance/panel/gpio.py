@@ -15,7 +15,7 @@ import threading
 import warnings
 
 from appliance.errors import ApplianceError
-from appliance.indicator import LEDS, OFF, Pattern
+from appliance.panel.indicator import LEDS, OFF, Pattern
 
 log = logging.getLogger(__name__)
 

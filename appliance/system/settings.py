@@ -7,7 +7,7 @@ folder laid out like a Debian root, so tests (and a mounted image) use a folder;
 
 * Idempotent: a file, link or password already as the config wants it is not touched, and the
   report of a second run is empty.
-* Every file is written atomically (``appliance.files``).
+* Every file is written atomically (``appliance.storage.files``).
 * No secret is logged, reported or recorded. The Wi-Fi passphrase is written only as the key
   wpa_passphrase would derive from it. Clear-text passwords become hashes, and the config file is
   rewritten without them.
@@ -37,7 +37,7 @@ from pathlib import Path
 from appliance import __version__
 from appliance.config import Config, SystemConfig, remove_clear_text
 from appliance.errors import SystemSettingsError
-from appliance.files import atomic_file, fsync_dir
+from appliance.storage.files import atomic_file, fsync_dir
 from appliance.web.security import adopt_password
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from appliance import indicator
-from appliance.gpio import OFFLOAD_PRESSED, PAUSE_HELD, PAUSE_PRESSED, PAUSE_RELEASED
+from appliance.panel import indicator
+from appliance.panel.gpio import OFFLOAD_PRESSED, PAUSE_HELD, PAUSE_PRESSED, PAUSE_RELEASED
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Mapping
 import numpy as np
 
 from appliance.config import KeepConfig
-from appliance.frames import Classification, Discard, Keep
+from appliance.pipeline.frames import Classification, Discard, Keep
 
 MATCH = "match"
 AUDIT = "audit"

@@ -10,7 +10,7 @@ Measured in one run, on one machine, in a temp dir removed at the end:
 * zip export: a real waitress server (a child process) streams ``/export.zip`` of a small set and
   of all ``zip_items`` real JPEGs; its peak RSS growth over its own idle RSS for each
   (peak reset through ``/proc/<pid>/clear_refs``, read as VmHWM), and the zip's size and MB/s;
-* sync: ``appliance.sync.sync`` (in a child process, its own VmHWM reported) pulling every image
+* sync: ``appliance.transfer.sync.sync`` (in a child process, its own VmHWM reported) pulling every image
   from a fresh server, beside plain urllib GETs of the same image URLs (bodies read, discarded).
 """
 
@@ -40,10 +40,10 @@ from PIL import Image
 from werkzeug.security import generate_password_hash
 
 from appliance.config import Config, to_toml
-from appliance.control import ControlClient
-from appliance.store import THUMBS, Filters, Store, slug
+from appliance.pipeline.writer import encode_jpeg
+from appliance.service.control import ControlClient
+from appliance.storage.store import THUMBS, Filters, Store, slug
 from appliance.web import create_app
-from appliance.writer import encode_jpeg
 
 log = logging.getLogger(__name__)
 
@@ -380,7 +380,7 @@ def _plain_download(url: str, count: int) -> dict:
 
 
 def _sync_run(url: str, dest: Path) -> dict:
-    """``appliance.sync.sync`` with its default page size, in its own process, so its VmHWM is its own."""
+    """``appliance.transfer.sync.sync`` with its default page size, in its own process, so its VmHWM is its own."""
     result = subprocess.run([sys.executable, "-c", _SYNC, url, str(dest)], capture_output=True, text=True,
                             env=_child_env() | {"APPLIANCE_PASSWORD": PASSWORD})
     if result.returncode != 0:
@@ -424,7 +424,7 @@ server.run()
 _SYNC = """
 import json, os, sys, time
 from pathlib import Path
-from appliance.sync import sync
+from appliance.transfer.sync import sync
 def mb(key):
     line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(key + ":"))
     return round(int(line.split()[1]) / 1024, 1)

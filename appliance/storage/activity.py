@@ -51,7 +51,7 @@ def keeps_per_bucket(store, period: str, now_s: float, buckets: int | None = Non
     ``period`` is ``"hour"`` (48 buckets by default) or ``"day"`` (30); the newest bucket is the one
     holding ``now_s``. Rows whose file is missing are left out: they are no longer keeps.
 
-    ``store`` is an ``appliance.store.Store``. Its one sqlite3 connection is shared between the
+    ``store`` is an ``appliance.storage.store.Store``. Its one sqlite3 connection is shared between the
     writer thread and web requests, so the read runs under the store's lock; Store has no public
     read-query method to use instead (``Store.query()`` would be the cleaner seam).
     """

@@ -14,7 +14,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from appliance.offload import OffloadError
+from appliance.transfer.offload import OffloadError
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from appliance.errors import AcceleratorMissing, ModelError, RuntimeMissing
-from appliance.files import sha256_file
-from appliance.frames import Classification
-from appliance.labels import load_labels
+from appliance.inference.labels import load_labels
+from appliance.pipeline.frames import Classification
+from appliance.storage.files import sha256_file
 
 log = logging.getLogger(__name__)
 

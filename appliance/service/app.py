@@ -14,24 +14,25 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from appliance import indicator, retention
 from appliance.cameras import open_camera
-from appliance.catalog import load_catalog
-from appliance.classifier import Classifier
 from appliance.config import Config, to_toml
-from appliance.control import CONTROL_SOCKET, ControlServer
 from appliance.errors import AcceleratorMissing, ApplianceError, CameraError, ModelError, RuntimeMissing, StorageError
-from appliance.gpio import open_panel
-from appliance.panel import Actions, PanelController
-from appliance.loop import Loop
-from appliance.offload import is_offload_running, read_progress
-from appliance.stick import find_stick
-from appliance import stick
-from appliance.policy import KeepRule, Policy
-from appliance.sdnotify import Notifier
-from appliance.status import LoopStats, StatusReporter
-from appliance.store import Store
-from appliance.writer import ModelInfo, Writer, thumbnail_of_file
+from appliance.inference.catalog import load_catalog
+from appliance.inference.classifier import Classifier
+from appliance.panel import indicator
+from appliance.panel.controller import Actions, PanelController
+from appliance.panel.gpio import open_panel
+from appliance.pipeline.loop import Loop
+from appliance.pipeline.policy import KeepRule, Policy
+from appliance.pipeline.writer import ModelInfo, Writer, thumbnail_of_file
+from appliance.service.control import CONTROL_SOCKET, ControlServer
+from appliance.service.sdnotify import Notifier
+from appliance.service.status import LoopStats, StatusReporter
+from appliance.storage import retention
+from appliance.storage.store import Store
+from appliance.transfer import stick
+from appliance.transfer.offload import is_offload_running, read_progress
+from appliance.transfer.stick import find_stick
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from appliance.errors import ApplianceError
-from appliance.export import MANIFEST_FIELDS, _csv_lines, export_name, label_dirname, manifest_row
-from appliance.files import TMP_SUFFIX, atomic_write_bytes, fsync_dir, sha256_file
+from appliance.storage.files import TMP_SUFFIX, atomic_write_bytes, fsync_dir, sha256_file
+from appliance.transfer.export import MANIFEST_FIELDS, _csv_lines, export_name, label_dirname, manifest_row
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from appliance import __version__
 from appliance.errors import ApplianceError
-from appliance.export import manifest_csv, manifest_jsonl, manifest_row
-from appliance.files import TMP_SUFFIX, atomic_file, atomic_write_bytes, fsync_dir, sha256_file
+from appliance.storage.files import TMP_SUFFIX, atomic_file, atomic_write_bytes, fsync_dir, sha256_file
+from appliance.transfer.export import manifest_csv, manifest_jsonl, manifest_row
 
 log = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from appliance.app import Appliance
 from appliance.cameras.replay import ReplayCamera, read_rgb, scale_like_isp
-from appliance.classifier import Classifier
 from appliance.config import Config, to_toml
-from appliance.policy import KeepRule, Policy
+from appliance.inference.classifier import Classifier
+from appliance.pipeline.policy import KeepRule, Policy
+from appliance.service.app import Appliance
 
 MAIN_SIZE = (1920, 1080)
 _WARMUP = 20
@@ -63,7 +63,7 @@ def run_benchmark(model_path, images_dir, frames=1000, num_threads=0, measure_rs
 
 def _split_photos(classifier, config, images_dir):
     """Pre-scaled ``(lores, main, name)`` frames from the folder, split by whether the rule keeps them."""
-    from appliance.catalog import load_catalog
+    from appliance.inference.catalog import load_catalog
 
     entry = load_catalog().find_by_sha256(classifier.model_sha256)
     rule = KeepRule.from_config(config.keep, entry.keep if entry else None)

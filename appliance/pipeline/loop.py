@@ -19,8 +19,8 @@ import queue
 import threading
 import time
 
-from appliance.frames import Frame
-from appliance.writer import KeepJob
+from appliance.pipeline.frames import Frame
+from appliance.pipeline.writer import KeepJob
 
 log = logging.getLogger(__name__)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 
@@ -88,10 +89,13 @@ def _files_before_without_side_files(before):
 
 def test_demo_command_keeps_the_birds_and_captures_lists_them_as_json(tmp_path, cli_env):
     data = tmp_path / "data"
+    # --port 0: the page listens on a free port (never a fixed one another process may hold), and says which.
     demo = subprocess.run([sys.executable, "-m", "appliance", "demo", "--images", str(IMAGES), "--model",
-                           str(BIRD_MODEL), "--data", str(data), "--once", "--fps", "0"],
+                           str(BIRD_MODEL), "--data", str(data), "--once", "--fps", "0", "--port", "0"],
                           env=cli_env, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert demo.returncode == 0, demo.stderr
+    page = re.search(r"review page: http://127\.0\.0\.1:(\d+)/", demo.stderr)
+    assert page and int(page.group(1)) > 0, demo.stderr  # the port it really bound, not the 0 it was given
     assert "skipping" in demo.stderr and "COPYRIGHT" in demo.stderr
     listing = subprocess.run([sys.executable, "-m", "appliance", "captures", "--data", str(data), "--json"],
                              env=cli_env, capture_output=True, text=True, timeout=60, cwd=REPO)

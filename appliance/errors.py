@@ -3,6 +3,9 @@
 Every error a user can cause or meet (a bad config file, a corrupt model, a missing camera, a full
 disk) is an ``ApplianceError``. Each also inherits the builtin it resembles, so callers that only know
 Python's own exceptions still catch it. The CLI prints ``str(error)`` as one line and exits non-zero.
+
+Every error class the package raises on purpose is here. Modules may keep private exceptions that
+never leave them (a signal between two of their own functions, caught a few lines up).
 """
 
 
@@ -53,3 +56,43 @@ class LoopNotRunning(ApplianceError, ConnectionError):
 
 class SystemSettingsError(ApplianceError, OSError):
     """A [system] setting cannot be applied: a missing time zone or user, a file that cannot be written."""
+
+
+class GpioUnavailable(ApplianceError, RuntimeError):
+    """The device has no usable GPIO (a laptop), or the pins cannot be claimed."""
+
+
+class WebServerError(ApplianceError, OSError):
+    """The page cannot listen where it was told to: the port is in use or privileged, the host is not an address."""
+
+
+class OffloadError(ApplianceError, OSError):
+    """The offload cannot start or had to stop: no stick, read-only, unsupported, busy."""
+
+
+class SyncError(ApplianceError, ConnectionError):
+    """Syncing from the appliance failed: it is unreachable, not an appliance, or it refused."""
+
+
+class Unreachable(SyncError):
+    """Nothing answers at the URL, or the connection broke mid-run."""
+
+
+class NotAnAppliance(SyncError):
+    """Something answers at the URL, but not the appliance's sync API."""
+
+
+class WrongPassword(SyncError):
+    """The appliance answered 401: the password is wrong."""
+
+
+class SyncRefused(SyncError):
+    """The appliance answered 403: it has no password set, so it hands nothing off."""
+
+
+class DestinationError(ApplianceError, OSError):
+    """DEST cannot be used: it holds another device's images, or writing there failed."""
+
+
+class PasswordMissing(ApplianceError, ValueError):
+    """No password was given, and there is no terminal to ask for one."""

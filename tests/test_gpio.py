@@ -169,12 +169,15 @@ def test_holding_the_pause_button_shuts_down_only_after_the_loop_has_drained(dev
     assert not appliance.is_shutdown_requested  # not yet: it takes the whole hold
     wait_until(lambda: not running.thread.is_alive(), "the loop stops after the hold", timeout_s=PINS.hold_to_shutdown_s + 5)
     button.drive_high()
-    kept = appliance.writer.kept
     appliance.close()
     assert running.error is None
     assert calls["power_off"] == ["database closed"]
+    # Every keep decided before the hold and handed to the writer was written (the writer may still
+    # have been draining its queue when the loop stopped: count decisions, not writes so far).
+    counts = appliance.stats.counts
+    queued = counts["match"] + counts["audit"] - counts["writer-behind"] - counts["storage-full"]
     store = Store(appliance.config.storage.data_dir)
-    assert store.count() == kept  # every keep decided before the hold was written
+    assert store.count() == queued > 0
     store.close()
 
 

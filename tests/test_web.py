@@ -21,7 +21,8 @@ from appliance.pipeline.writer import encode_jpeg
 from appliance.service.control import ControlClient, ControlServer
 from appliance.storage.store import Store, metadata_comment
 from appliance.web import MAX_REQUEST_BYTES, create_app
-from appliance.web.security import LOGIN_ATTEMPTS, NO_PASSWORD, adopt_password
+from appliance.passwords import adopt_password
+from appliance.web.security import LOGIN_ATTEMPTS, NO_PASSWORD
 
 PASSWORD = "correct horse"
 LABELS = ("Ara macao (Scarlet Macaw)", "Bubo bubo (Eurasian Eagle-Owl)", "Poecile atricapillus (Black-capped Chickadee)")

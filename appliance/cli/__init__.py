@@ -4,7 +4,10 @@ Each command group is a module here with a ``register(subparsers)`` function; ea
 function that parses, calls the library, and returns an exit code. A command's docstring is its
 ``--help`` text (first line: the summary; the rest: the description, with an example). Any
 ``ApplianceError`` is printed as one line (``appliance: error: …``) with exit code 2; ``--debug``
-shows the traceback instead.
+shows the traceback instead. A closed pipe (``appliance captures | head``) ends the command quietly
+with exit code 141, as it would end ``cat``. Command modules import only argparse-level things at
+the top; what a command needs (numpy, Flask, the runtime) is imported when it runs, so ``--help``
+stays fast.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import argparse
 import importlib
 import inspect
 import logging
+import os
 import sys
 
 from appliance import __version__
@@ -60,7 +64,9 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.func(args) or 0
+        code = args.func(args) or 0
+        sys.stdout.flush()  # a closed pipe shows here, where it is handled, not at the interpreter's exit
+        return code
     except ApplianceError as e:
         if args.debug:
             raise
@@ -68,3 +74,8 @@ def main(argv=None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`appliance captures | head`): stop quietly, as cat and grep do. Later
+        # writes, and the interpreter's own flush at exit, go to /dev/null instead of raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a command the pipe stopped

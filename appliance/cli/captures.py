@@ -7,7 +7,6 @@ from pathlib import Path
 
 from appliance.cli import add_command
 from appliance.errors import StorageError
-from appliance.storage.store import DB_NAME, Store
 
 
 def register(subparsers):
@@ -22,6 +21,8 @@ def captures_command(args) -> int:
     Example:
         appliance captures --data /var/lib/appliance/data --json | jq .label
     """
+    from appliance.storage.store import DB_NAME, Store  # sqlite-utils imports numpy: not for --help
+
     if not (args.data / DB_NAME).is_file():
         raise StorageError(f"{args.data}: no {DB_NAME} here: is this the appliance's storage.data_dir?")
     store = Store(args.data)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from appliance.cli import add_command
 from appliance.config import DEVICE_CONFIG_PATH, Config, load_config
-from appliance.errors import ConfigError
+from appliance.errors import ConfigError, WebServerError
 from appliance.inference.catalog import default_models_dir, load_catalog
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,10 @@ def demo_command(args) -> int:
     if not args.no_web:
         from appliance.web.server import WebServer
 
-        web = WebServer(config)
+        try:
+            web = WebServer(config)
+        except WebServerError as e:
+            raise WebServerError(f"{e}; or pass --no-web") from None
         web.start()
         print(f"  review page: {web.url}" + ("" if args.password else " (read-only: no --password)"), file=sys.stderr)
     try:

@@ -9,14 +9,10 @@ import sys
 from pathlib import Path
 
 from appliance.cli import add_command
-from appliance.errors import ApplianceError
+from appliance.errors import PasswordMissing
 from appliance.transfer.sync import MAX_LIMIT, sync
 
 PASSWORD_VARIABLE = "APPLIANCE_PASSWORD"
-
-
-class PasswordMissing(ApplianceError, ValueError):
-    """No password was given, and there is no terminal to ask for one."""
 
 
 def register(subparsers):

@@ -14,7 +14,7 @@ import queue
 import threading
 import warnings
 
-from appliance.errors import ApplianceError
+from appliance.errors import GpioUnavailable
 from appliance.panel.indicator import LEDS, OFF, Pattern
 
 log = logging.getLogger(__name__)
@@ -22,10 +22,6 @@ log = logging.getLogger(__name__)
 BOUNCE_S = 0.02  # contact bounce of ordinary tactile switches settles well within this
 # Events posted by the buttons.
 PAUSE_PRESSED, PAUSE_RELEASED, PAUSE_HELD, OFFLOAD_PRESSED = "pause-pressed", "pause-released", "pause-held", "offload-pressed"
-
-
-class GpioUnavailable(ApplianceError, RuntimeError):
-    """The device has no usable GPIO (a laptop), or the pins cannot be claimed."""
 
 
 class LedPlayer:

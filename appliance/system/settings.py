@@ -29,7 +29,6 @@ import re
 import socket
 import stat
 import subprocess
-import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,8 +36,8 @@ from pathlib import Path
 from appliance import __version__
 from appliance.config import Config, SystemConfig, remove_clear_text
 from appliance.errors import SystemSettingsError
+from appliance.passwords import adopt_password, crypt_sha512
 from appliance.storage.files import atomic_file, fsync_dir
-from appliance.web.security import adopt_password
 
 log = logging.getLogger(__name__)
 
@@ -252,21 +251,9 @@ def _set_admin_password(fs: _Root, system: SystemConfig, config_path: Path | Non
 def _admin_hash(system: SystemConfig, current_hash: str) -> str:
     if not system.admin_password:
         return system.admin_password_hash
-    if current_hash.startswith("$") and _crypt(system.admin_password, current_hash) == current_hash:
+    if current_hash.startswith("$") and crypt_sha512(system.admin_password, current_hash) == current_hash:
         return current_hash  # already this password: a new salt would change the file for nothing
-    return _crypt(system.admin_password, None)
-
-
-def _crypt(password: str, salt: str | None) -> str | None:
-    """crypt(3); ``salt=None`` makes a new SHA-512 one. Python 3.11's crypt is deprecated, not yet gone."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            import crypt
-        except ImportError:  # pragma: no cover - Python 3.13 and later
-            raise SystemSettingsError("this Python has no crypt module to hash system.admin_password: set "
-                                      "admin_password_hash to the output of `mkpasswd -m sha-512` instead") from None
-    return crypt.crypt(password, salt or crypt.mksalt(crypt.METHOD_SHA512))
+    return crypt_sha512(system.admin_password)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from appliance.errors import ApplianceError
+from appliance.errors import OffloadError
 from appliance.storage.files import TMP_SUFFIX, atomic_write_bytes, fsync_dir, sha256_file
 from appliance.transfer.export import MANIFEST_FIELDS, _csv_lines, export_name, label_dirname, manifest_row
 
@@ -46,10 +46,6 @@ _READ_CHUNK = 1 << 20  # read back and hashed in pieces that stay in the CPU's c
 _READ_BACK_THREADS = 2
 _STICK_GONE = {errno.EIO, errno.ENODEV, errno.ENXIO, errno.ENOTCONN, errno.ECONNABORTED, errno.ESHUTDOWN,
                errno.ESTALE, errno.ENOENT}
-
-
-class OffloadError(ApplianceError, OSError):
-    """The offload cannot start or had to stop: no stick, read-only, unsupported, busy."""
 
 
 @dataclass

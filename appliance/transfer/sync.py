@@ -27,7 +27,8 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from appliance import __version__
-from appliance.errors import ApplianceError
+from appliance.errors import (ApplianceError, DestinationError, NotAnAppliance, SyncError, SyncRefused, Unreachable,
+                              WrongPassword)
 from appliance.storage.files import TMP_SUFFIX, atomic_file, atomic_write_bytes, fsync_dir, sha256_file
 from appliance.transfer.export import manifest_csv, manifest_jsonl, manifest_row
 
@@ -43,30 +44,6 @@ _CHUNK = 256 * 1024
 _ITEM_KEYS = {"id", "file", "sha256", "image_url", "synced_at", "bytes", "captured_at", "model_label",
               "corrected_label", "score", "model", "kind", "source"}
 _OWN_PAGE = "give the address of the appliance's own page, e.g. http://appliance.local/"
-
-
-class SyncError(ApplianceError, ConnectionError):
-    """Syncing from the appliance failed: it is unreachable, not an appliance, or it refused."""
-
-
-class Unreachable(SyncError):
-    """Nothing answers at the URL, or the connection broke mid-run."""
-
-
-class NotAnAppliance(SyncError):
-    """Something answers at the URL, but not the appliance's sync API."""
-
-
-class WrongPassword(SyncError):
-    """The appliance answered 401: the password is wrong."""
-
-
-class SyncRefused(SyncError):
-    """The appliance answered 403: it has no password set, so it hands nothing off."""
-
-
-class DestinationError(ApplianceError, OSError):
-    """DEST cannot be used: it holds another device's images, or writing there failed."""
 
 
 @dataclass

@@ -21,9 +21,7 @@ import time
 from collections import defaultdict, deque
 from pathlib import Path
 
-from werkzeug.security import check_password_hash, generate_password_hash
-
-from appliance.config import remove_clear_text
+from appliance.passwords import check_password
 from appliance.storage.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -37,25 +35,6 @@ SECRET_FILE = ".web-secret"
 
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                            "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-
-
-def adopt_password(web_config, config_path: Path | None) -> str:
-    """The password hash to use; a clear-text password is hashed and the config file rewritten.
-
-    If the file cannot be rewritten (a read-only boot partition), the hash is used from memory and
-    a warning says the clear text is still in the file."""
-    if not web_config.password:
-        return web_config.password_hash
-    password_hash = generate_password_hash(web_config.password)
-    if config_path is None:
-        return password_hash
-    try:
-        remove_clear_text(config_path, "web", "password", password_hash)
-        log.info("hashed the web password and removed its clear text from %s", config_path)
-    except (OSError, ValueError) as e:
-        log.warning("could not remove the clear-text web password from %s (%s): it stays readable there",
-                    config_path, e)
-    return password_hash
 
 
 def load_secret_key(data_dir: Path) -> bytes:
@@ -81,7 +60,7 @@ class Passwords:
         return bool(self.password_hash)
 
     def check(self, password: str) -> bool:
-        return self.is_set and check_password_hash(self.password_hash, password)
+        return self.is_set and check_password(self.password_hash, password)
 
     def check_basic(self, header: str | None) -> bool:
         """An ``Authorization: Basic`` header whose password (any user name) is right."""

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
 import threading
 from pathlib import Path
 
-from appliance.errors import ModelError
+from appliance.errors import ModelError, WebServerError
 from appliance.inference.labels import load_labels
+from appliance.passwords import adopt_password
 from appliance.service.control import CONTROL_SOCKET, ControlClient
 from appliance.storage.store import Store
 from appliance.web import create_app
-from appliance.web.security import adopt_password
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,22 @@ def systemd_socket(environ=os.environ) -> socket.socket | None:
     listening = socket.socket(fileno=SD_LISTEN_FDS_START)
     os.set_inheritable(listening.fileno(), False)
     return listening
+
+
+def _listen_error(error: OSError | ValueError, host: str, port: int) -> WebServerError:
+    """What to tell a person whose page cannot listen on ``host:port``."""
+    if isinstance(error, (socket.gaierror, ValueError)):
+        return WebServerError(f"web.host: {host!r} is not an address of this machine: "
+                              "use 0.0.0.0 (every interface), 127.0.0.1 (this machine only) or one of its addresses")
+    if error.errno == errno.EADDRINUSE:
+        return WebServerError(f"port {port} is in use: pass --port (or set web.port), or stop what listens there")
+    if error.errno == errno.EACCES:
+        return WebServerError(f"port {port} needs root: pass --port 8080 (on the device, "
+                              "appliance-web.socket opens port 80)")
+    if error.errno == errno.EADDRNOTAVAIL:
+        return WebServerError(f"web.host: {host!r} is not an address of this machine: "
+                              "use 0.0.0.0 (every interface) or 127.0.0.1 (this machine only)")
+    return WebServerError(f"cannot listen on {host}:{port}: {error.strerror or error}")
 
 
 class WebServer:
@@ -55,9 +72,13 @@ class WebServer:
             self.server = waitress.server.create_server(self.app, sockets=[listening], threads=THREADS,
                                                         ident="appliance")
         else:
-            self.server = waitress.server.create_server(self.app, host=host or config.web.host,
-                                                        port=config.web.port if port is None else port,
-                                                        threads=THREADS, ident="appliance")
+            host, port = host or config.web.host, config.web.port if port is None else port
+            try:
+                self.server = waitress.server.create_server(self.app, host=host, port=port, threads=THREADS,
+                                                            ident="appliance")
+            except (OSError, ValueError) as e:  # waitress says ValueError for a host it cannot resolve
+                self.store.close()
+                raise _listen_error(e, host, port) from None
         self._thread = None
 
     @property

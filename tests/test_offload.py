@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -198,6 +199,24 @@ def test_a_full_stick_takes_what_fits_and_a_second_offload_completes_the_rest(tm
                 assert hashlib.sha256(on_stick(point, row).read_bytes()).hexdigest() == row["sha256"]
 
 
+def fuse_driver_pid(device: str, point: Path) -> int:
+    """The one mount.exfat-fuse process serving ``device`` on ``point``, found by whole arguments (a
+    pattern for /dev/loop1 also matches /dev/loop10-19, which other tests and programs may be using)."""
+    wanted = {os.fsencode(device), os.fsencode(str(point))}
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # it ended meanwhile
+            continue
+        if os.path.basename(argv[0]) == b"mount.exfat-fuse" and wanted <= set(argv):
+            pids.append(int(proc.name))
+    assert len(pids) == 1, f"not exactly one mount.exfat-fuse for {device} on {point}: {pids}"
+    return pids[0]
+
+
 def test_a_stick_pulled_mid_copy_leaves_nothing_unverified_marked_and_the_next_offload_resumes(tmp_path, store):
     image = make_image(tmp_path / "pulled.img", "exfat", 64)
     with loop_device(image) as device, mounted(device, tmp_path / "mnt") as point:
@@ -205,7 +224,7 @@ def test_a_stick_pulled_mid_copy_leaves_nothing_unverified_marked_and_the_next_o
 
         def pull_after_ten(report, *_):
             if 10 <= report.verified < 40 and not pulled:  # the FUSE driver dies with the stick: all access fails
-                subprocess.run(["pkill", "-KILL", "-f", f"mount.exfat-fuse.*{device}"], check=True)
+                os.kill(fuse_driver_pid(device, point), signal.SIGKILL)
                 pulled.append(report.verified)
 
         report = offload(store, point, HOST, progress=pull_after_ten, batch_bytes=500_000)

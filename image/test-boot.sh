@@ -41,16 +41,23 @@ CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/appliance-image"
 WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/appliance-boot-test.XXXXXX")
 QEMU_PID="" LOOPS=()
 LOGS="$REPO/build/boot-test-logs"
+# Every step is tried whatever failed before it or fails itself (QEMU already gone, a loop device
+# already detached, no build log yet): the work dir (gigabytes) always goes, and the exit status stays
+# the test's own.
 cleanup() {
     local status=$?
-    [ -n "$QEMU_PID" ] && kill "$QEMU_PID" 2>/dev/null
+    set +e
+    [ -z "$QEMU_PID" ] || kill "$QEMU_PID" 2>/dev/null
+    local d; for d in "$WORK"/stick-*/; do mountpoint -q "$d" && { umount "$d" || umount -l "$d"; }; done 2>/dev/null
     local l; for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done
     # The consoles of every boot (and the build logs) outlive the work dir, for whoever reads a failure.
     mkdir -p "$LOGS" && rm -f "$LOGS"/* && cp "$WORK"/console-*.log "$WORK"/deploy/*.log "$LOGS/" 2>/dev/null
     rm -rf "$WORK"
-    [ $status -eq 0 ] || echo "boot test failed; the consoles of its boots are in $LOGS" >&2
+    [ "$status" -eq 0 ] || echo "boot test failed; the consoles of its boots are in $LOGS" >&2
+    exit "$status"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 failures=0
 check() {  # check DESCRIPTION COMMAND...: one assertion, reported either way

@@ -126,6 +126,7 @@ def test_an_interrupted_download_is_kept_and_resumed_then_verified(server, dirs)
     first = build("--base", "raspios", "--raspios-url", server.url, "--raspios-sha256", sha256, *args)
     assert first.returncode != 0
     assert "was interrupted or refused" in first.output and "the next run resumes it" in first.output, first.output
+    assert "(curl exit 18)" in first.output, first.output  # CURLE_PARTIAL_FILE: curl's own status, not 0
     partial = cache / "raspios-test.img.xz.partial"
     assert partial.stat().st_size == 100_000
     assert images_in(deploy) == []

@@ -17,9 +17,10 @@ fetch_verified() {
     mkdir -p "$(dirname "$out")"
     say "downloading $url"
     # -C - resumes an interrupted download from the .partial file.
-    if ! curl -fL --retry 3 --retry-delay 2 --connect-timeout 20 -C - -o "$out.partial" "$url"; then
-        die "download of $url was interrupted or refused (curl exit $?); what arrived is kept in $out.partial and the next run resumes it"
-    fi
+    local status=0
+    curl -fL --retry 3 --retry-delay 2 --connect-timeout 20 -C - -o "$out.partial" "$url" || status=$?
+    [ "$status" -eq 0 ] ||
+        die "download of $url was interrupted or refused (curl exit $status); what arrived is kept in $out.partial and the next run resumes it"
     local got
     got=$(sha256sum "$out.partial" | cut -d' ' -f1)
     if [ "$got" != "${sha256,,}" ]; then

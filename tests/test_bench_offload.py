@@ -11,6 +11,7 @@ import io
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ from conftest import REPO
 
 from appliance.cli import bench_offload
 
-ITEMS, KB, RUNS = 20, 50, 2
+ITEMS, KB, RUNS = 20, 50, 5  # five pairs: the fewest a ratio is taken over
 
 if os.geteuid() != 0 or not shutil.which("losetup"):
     pytest.skip("bench-offload mounts loop devices and drops the page cache: it needs root and losetup",
@@ -69,7 +70,8 @@ def test_the_command_is_documented_with_an_example():
     assert parser().parse_args(["bench-offload", "--fs", "ext4", "--fs", "exfat"]).filesystems == ["ext4", "exfat"]
     assert parser().parse_args(["bench-offload", "--loop-io", "direct"]).loop_io == ["direct"]
     assert parser().parse_args(["bench-offload"]).loop_io is None  # both
-    for bad in (["--items", "0"], ["--fs", "ntfs"], ["--loop-io", "sync"]):
+    assert parser().parse_args(["bench-offload", "--pairs", "7"]).runs == 7
+    for bad in (["--items", "0"], ["--fs", "ntfs"], ["--loop-io", "sync"], ["--runs", "4"]):
         with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
             parser().parse_args(["bench-offload", *bad])
 
@@ -114,7 +116,10 @@ def test_every_filesystem_has_every_figure_and_they_are_positive(report):
         for key in ("cp_sync_mb_s", "offload_mb_s", "ratio", "cp_sync_durable_mb_s", "ratio_vs_durable", "image_mb",
                     "total_s"):
             assert fs[key] > 0, (name, key)
-        assert fs["ratio"] == pytest.approx(fs["offload_mb_s"] / fs["cp_sync_mb_s"], rel=0.01)
+        # The median of the per-pair ratios, not the ratio of the two sides' medians.
+        assert fs["ratio"] == round(statistics.median(fs["ratio_per_run"]), 3) and fs["pairs"] == RUNS
+        assert fs["ratio_min"] <= fs["ratio"] <= fs["ratio_max"]
+        assert fs["ratio_vs_durable_min"] <= fs["ratio_vs_durable"] <= fs["ratio_vs_durable_max"]
         assert set(fs["seconds"]) == {"cp", "sync", "cp_sync", "cp_sync_durable", "offload"}
         assert all(seconds > 0 for seconds in fs["seconds"].values()), name
         # Progress comes once per batch (copied, synced, verified, marked) and once at the end.
@@ -129,14 +134,16 @@ def test_every_filesystem_has_every_figure_and_they_are_positive(report):
 def test_each_run_copies_every_file_both_ways_and_the_offload_verifies_and_marks_every_item(report):
     for mode, name, fs in measured(report):
         runs = fs["runs"]
-        assert [r["order"] for r in runs] == ["cp_sync, offload", "offload, cp_sync"][:RUNS], name
-        assert len(fs["ratio_per_run"]) == RUNS
+        assert [r["order"] for r in runs] == ["cp_sync, offload", "offload, cp_sync"] * (RUNS // 2) + [
+            "cp_sync, offload"], name
+        assert fs["ratio_per_run"] == [r["ratio"] for r in runs] and len(runs) == RUNS
         assert fs["ratio_min"] == min(fs["ratio_per_run"]) and fs["ratio_max"] == max(fs["ratio_per_run"])
         for r in runs:
             assert r["cp_files"] == ITEMS, name
             assert r["offload_copied"] == r["offload_verified"] == r["marked_offloaded"] == ITEMS, name
             assert r["cp_s"] > 0 and r["sync_s"] > 0 and r["cp_sync_s"] >= r["cp_s"]
-            assert r["cp_sync_durable_s"] >= r["cp_sync_s"] and r["offload_s"] > 0 and r["ratio"] > 0
+            assert r["cp_sync_durable_s"] >= r["cp_sync_s"] and r["offload_s"] > 0
+            assert r["ratio"] == round(r["offload_mb_s"] / r["cp_sync_mb_s"], 3)  # each pair's own sides
 
 
 def test_the_run_leaves_no_loop_device_mount_or_temp_dir_behind(run):
@@ -161,7 +168,7 @@ def test_without_root_it_refuses_with_a_clear_message():
 
 
 def test_one_loop_mode_alone_is_measured_when_asked_for():
-    report = run_command("--items", "4", "--kb", str(KB), "--runs", "1", "--fs", "ext4", "--loop-io", "direct")
+    report = run_command("--items", "4", "--kb", str(KB), "--runs", str(RUNS), "--fs", "ext4", "--loop-io", "direct")
     assert list(report["loop_io"]) == ["direct"]
     ext4 = report["loop_io"]["direct"]["filesystems"]["ext4"]
     assert ext4["loop_direct_io"] and ext4["runs"][0]["offload_verified"] == 4

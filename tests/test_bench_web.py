@@ -7,12 +7,13 @@ import argparse
 import contextlib
 import io
 import json
+import statistics
 
 import pytest
 
 from appliance.cli import bench_web
 
-ITEMS, ZIP_ITEMS = 2000, 200
+ITEMS, ZIP_ITEMS, PAIRS = 2000, 200, 5
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +38,10 @@ def test_the_command_is_documented_with_an_example():
     doc = bench_web.bench_web_command.__doc__
     assert doc.strip().splitlines()[0] and "Example:" in doc and "appliance bench-web" in doc
     assert parser.parse_args(["bench-web", "--skip-zip"]).skip_zip
-    with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
-        parser.parse_args(["bench-web", "--items", "0"])
+    assert parser.parse_args(["bench-web"]).pairs == PAIRS
+    for bad in (["--items", "0"], ["--pairs", "4"]):
+        with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
+            parser.parse_args(["bench-web", *bad])
 
 
 def test_every_gallery_scenario_has_sane_times(report):
@@ -80,6 +83,20 @@ def test_sync_pulls_every_image_verified_beside_a_plain_download(report):
     assert pulled["failed"] == 0 and pulled["mb"] == plain["mb"]
     assert pulled["mb_per_s"] > 0 and pulled["files_per_s"] > 0 and sync["sync_vs_plain_mb_per_s"] > 0
     assert 0 < pulled["client_idle_rss_mb"] <= pulled["client_peak_rss_mb"] and sync["server_peak_rss_mb"] > 0
+
+
+def test_sync_and_plain_download_run_in_five_pairs_and_their_ratio_is_the_median_of_the_pairs(report):
+    sync = report["sync"]
+    per_pair = sync["sync_vs_plain_mb_per_s_per_pair"]
+    assert sync["pairs"] == len(per_pair) == PAIRS
+    assert sync["sync_vs_plain_mb_per_s"] == round(statistics.median(per_pair), 3)
+    assert sync["sync_vs_plain_mb_per_s_min"] == min(per_pair) and sync["sync_vs_plain_mb_per_s_max"] == max(per_pair)
+    for side in ("plain_download", "appliance_sync"):
+        runs = sync[side]["mb_per_s_per_run"]
+        assert len(runs) == PAIRS and sync[side]["mb_per_s"] == round(statistics.median(runs), 2)
+    # Each pair's ratio is of its own two runs.
+    assert per_pair == [round(s / p, 3) for p, s in zip(sync["plain_download"]["mb_per_s_per_run"],
+                                                         sync["appliance_sync"]["mb_per_s_per_run"])]
 
 
 def test_the_run_says_where_and_how_long(report):

@@ -1,6 +1,16 @@
 """Benchmarks (``appliance bench``, ``bench-web``, ``bench-offload``): not part of the running appliance.
 
 * ``classify`` — the runtime's bare ``invoke()`` against the whole capture → classify → keep loop.
-* ``web`` — the page's response times and the sync client's memory.
-* ``offload`` — the USB offload against ``cp`` + ``sync`` on real filesystems.
+* ``web`` — the page's response times and the sync client's memory (``web_data``: the fake store it
+  serves; ``web_transfer``: zip export and sync over a real server).
+* ``offload`` — the USB offload against ``cp`` + ``sync`` on real filesystems (``offload_disks``: the
+  loop devices, filesystem images and disk counters it runs on).
+* ``common`` — what they share: A/B pairs run in alternation and their ratios summarised, the machine's
+  description, percentiles, photo-like pixels.
+
+Every ratio a benchmark reports comes from at least ``MIN_PAIRS`` pairs run in alternation (A, B, A,
+B…), reported as the median of the per-pair ratios with their min–max: a busy moment on the machine
+then slows one pair, not one whole side.
 """
+
+MIN_PAIRS = 5  # here, not in common: the command modules read it without importing numpy

@@ -6,24 +6,32 @@ Measured in one run, on one machine, with one model and thread count:
 * loop, nothing matches: frames/s of the whole loop (replay camera serving pre-scaled frames from
   memory → classify → policy → status) and the bytes written under the data dir (must be 0);
 * loop, 10 % match: the same with one frame in ten kept as a full-resolution JPEG (1920×1080);
-* efficiency = loop frames/s ÷ bare frames/s;
+* each loop case runs in ``pairs`` pairs (at least 5) with the bare measurement, in alternation:
+  bare, loop, bare, loop… (``common.interleaved``), so a busy moment on the machine slows one pair,
+  not one whole side; each pair's efficiency = its loop frames/s ÷ its bare frames/s, and
+  ``efficiency`` is the median of those, with their min–max (``efficiency_min``, ``efficiency_max``);
+  frames/s figures are medians over the runs;
 * peak RSS of a real ``appliance run`` child process over the photo folder;
-* inference ms p50/p95 per backend.
+* inference ms p50/p95 per backend (of the first loop run where nothing matches).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from appliance.bench import MIN_PAIRS
+from appliance.bench.common import interleaved, machine, median_of
 from appliance.cameras.replay import ReplayCamera, read_rgb, scale_like_isp
 from appliance.config import Config, to_toml
 from appliance.inference.classifier import Classifier
@@ -34,7 +42,7 @@ MAIN_SIZE = (1920, 1080)
 _WARMUP = 20
 
 
-def run_benchmark(model_path, images_dir, frames=1000, num_threads=0, measure_rss=True) -> dict:
+def run_benchmark(model_path, images_dir, frames=1000, num_threads=0, measure_rss=True, pairs=MIN_PAIRS) -> dict:
     base = Config().replace(model={"path": str(model_path), "num_threads": num_threads},
                             camera={"backend": "replay", "fps": 0.0, "replay_loop": False})
     classifier = Classifier.open(base.model)
@@ -42,23 +50,43 @@ def run_benchmark(model_path, images_dir, frames=1000, num_threads=0, measure_rs
     if not matching or not other:
         raise SystemExit(f"bench needs photos that match the keep rule and photos that do not in {images_dir} "
                          f"(found {len(matching)} matching, {len(other)} not)")
-    bare_fps = _bare_fps(classifier, [f[0] for f in other + matching], frames)
-    del classifier  # each measured run below builds its own, as the real appliance does
-
-    no_match = _loop_run(base, [other[i % len(other)] for i in range(frames)])
-    ten_percent = _loop_run(base, [matching[(i // 10) % len(matching)] if i % 10 == 9 else other[i % len(other)]
-                                   for i in range(frames)])
-    result = {
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-        "model": str(model_path), "num_threads": no_match["num_threads"], "frames": frames,
-        "bare_invoke_fps": round(bare_fps, 1),
-        "loop_no_match": no_match["summary"] | {"efficiency": round(no_match["summary"]["fps"] / bare_fps, 3)},
-        "loop_10pct_match": ten_percent["summary"] | {"efficiency": round(ten_percent["summary"]["fps"] / bare_fps, 3)},
-        "inference_ms": {no_match["backend"]: no_match["inference_ms"]},
+    result = {"machine": machine()}
+    bare = partial(_bare_fps, classifier, [f[0] for f in other + matching], frames)
+    cases = {"loop_no_match": [other[i % len(other)] for i in range(frames)],
+             "loop_10pct_match": [matching[(i // 10) % len(matching)] if i % 10 == 9 else other[i % len(other)]
+                                  for i in range(frames)]}
+    # Each loop run builds its own classifier, as the real appliance does; the bare one waits meanwhile.
+    measured = {name: interleaved(bare, partial(_loop_run, base, replay_frames), pairs,
+                                  ratio=lambda bare_fps, loop: loop["summary"]["fps"] / bare_fps,
+                                  log_as=f"bench: bare invoke(), {name}")
+                for name, replay_frames in cases.items()}
+    bare_runs = [fps for pairs_of_case in measured.values() for fps in pairs_of_case.a]
+    first_loop = measured["loop_no_match"].b[0]
+    result |= {
+        "model": str(model_path), "num_threads": first_loop["num_threads"], "frames": frames, "pairs": pairs,
+        "bare_invoke_fps": round(statistics.median(bare_runs), 1),
+        "bare_invoke_fps_per_run": [round(fps, 1) for fps in bare_runs],
+        **{name: _loop_figures(pairs_of_case) for name, pairs_of_case in measured.items()},
+        "inference_ms": {first_loop["backend"]: first_loop["inference_ms"]},
     }
     if measure_rss:
         result["appliance_run_peak_rss_mb"] = _peak_rss_mb(base, images_dir)
+    result["machine"]["load_avg_1min_at_end"] = round(os.getloadavg()[0], 2)
     return result
+
+
+def _loop_figures(pairs) -> dict:
+    """One case's loop runs as one: the first run's counts, the median frames/s, the most bytes any run
+    wrote, and efficiency: the median of the per-pair ratios (loop ÷ the bare run beside it), with their
+    min–max."""
+    runs = [run["summary"] for run in pairs.b]
+    efficiency = pairs.summary
+    return runs[0] | {
+        "fps": median_of(runs, "fps", 1), "data_dir_bytes_written": max(r["data_dir_bytes_written"] for r in runs),
+        "efficiency": efficiency["median"], "efficiency_min": efficiency["min"], "efficiency_max": efficiency["max"],
+        "pairs": efficiency["pairs"], "efficiency_per_pair": pairs.ratios, "fps_per_run": [r["fps"] for r in runs],
+        "kept_per_run": [r["kept"] for r in runs],
+    }
 
 
 def _split_photos(classifier, config, images_dir):

@@ -18,7 +18,8 @@ Each figure says the loop mode it was measured in (``loop_io``), by default both
 * per loop mode and filesystem (ext4 and exFAT; vfat only where ``/proc/filesystems`` lists it): one fresh
   filesystem image (every block written before mkfs, so the host allocates nothing mid-run),
   loop-attached and mounted once by ``stick.mounted`` as the appliance mounts a stick. On that same
-  filesystem, after one untimed warm-up pair, ``runs`` times, in alternating order:
+  filesystem, after one untimed warm-up pair, ``runs`` pairs (at least 5), in alternation by
+  ``common.interleaved`` (cp+sync first in odd pairs, offload first in even ones):
 
   - baseline: one ``cp --parents`` process with every image file into ``<stick>/cp-baseline/``,
     then ``sync``, timed together (and each apart);
@@ -29,8 +30,9 @@ Each figure says the loop mode it was measured in (``loop_io``), by default both
   After each step its folder is deleted and synced (and the store's marks cleared), so every step
   starts from the same empty filesystem. Before each step everything is synced and the page cache
   dropped: the source files are cold for both, and the stick holds nothing dirty;
-* MB/s = image bytes ÷ seconds (MB = 10⁶ bytes); the figures are medians over the runs, and
-  ratio = offload MB/s ÷ cp+sync MB/s;
+* MB/s = image bytes ÷ seconds (MB = 10⁶ bytes); the MB/s figures are medians over the runs; each
+  pair's ratio = its offload MB/s ÷ its cp+sync MB/s, and ``ratio`` is the median of those per-pair
+  ratios, with their min–max (``ratio_min``, ``ratio_max``; likewise ``ratio_vs_durable``);
 * where the loop image's backing file still holds dirty pages in the host's cache after ``sync``
   (exFAT through FUSE: the FUSE daemon writes the loop device, whose writes land in the backing
   file's cache, which ``sync`` does not flush), ``cp_sync_durable`` adds an fsync of the backing
@@ -52,20 +54,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import shutil
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from appliance.bench import offload_disks as disks
+from appliance.bench.common import interleaved, machine, median_of, noisy_field, percentiles, ratio_summary
 from appliance.pipeline.writer import encode_jpeg, make_thumbnail
 from appliance.storage.store import Store, metadata_comment
 from appliance.transfer.export import export_name, label_dirname
@@ -78,10 +78,6 @@ HOSTNAME = "bench"
 BASELINE_DIR = "cp-baseline"
 FILESYSTEMS = ("ext4", "exfat", "vfat")
 LOOP_IO = ("buffered", "direct")
-RAM_FILESYSTEMS = {"tmpfs", "ramfs"}
-# mkfs.ext4 would discard, i.e. punch holes in the image file: the host would allocate again.
-MKFS = {"ext4": ["mkfs.ext4", "-q", "-F", "-E", "nodiscard"], "exfat": ["mkfs.exfat"],
-        "vfat": ["mkfs.vfat", "-F", "32"]}
 STILL_SIZE = (1920, 1080)  # the appliance's default kept image
 JPEG_QUALITY = 90  # the appliance's default jpeg_quality
 LABELS = ("Parus major (Great Tit)", "Erithacus rubecula (European Robin)", "Pica pica (Eurasian Magpie)",
@@ -98,22 +94,21 @@ def run_benchmark(items=400, kb=600, runs=5, filesystems=None, loop_io=None) -> 
     ``loop_io``: modes from ``LOOP_IO``; default both. The figures are in
     ``result["loop_io"][mode]["filesystems"][fstype]``, each also naming its ``loop_io``."""
     filesystems, loop_io = filesystems or FILESYSTEMS, loop_io or LOOP_IO
-    _check_can_run(filesystems, loop_io)
+    disks.check_can_run(filesystems, loop_io)
     started = time.perf_counter()
-    machine = _machine()
-    result = {"machine": machine, "method": _METHOD}
+    result = {"machine": machine(), "method": _METHOD}
     with tempfile.TemporaryDirectory(prefix="appliance-bench-offload-") as tmp:
         work = Path(tmp)
         store = Store(work / "data")
         try:
             log.info("source: writing %d keeps of ~%d KB", items, kb)
             result["source"] = fill_store(store, items, kb)
-            result["source"]["temp_dir"], result["source"]["temp_dir_fs"] = tmp, _fstype_of(work)
+            result["source"]["temp_dir"], result["source"]["temp_dir_fs"] = tmp, disks.fstype_of(work)
             result["loop_io"] = {}
             for mode in loop_io:
                 measured = {}
                 for fstype in filesystems:
-                    if not _kernel_has(fstype) and fstype != "exfat":  # exFAT falls back to FUSE, as on the device
+                    if not disks.kernel_has(fstype) and fstype != "exfat":  # exFAT falls back to FUSE, as on the device
                         measured[fstype] = {"skipped": f"this kernel has no {fstype} driver "
                                                        "(not in /proc/filesystems)"}
                         continue
@@ -121,7 +116,7 @@ def run_benchmark(items=400, kb=600, runs=5, filesystems=None, loop_io=None) -> 
                 result["loop_io"][mode] = {"about": _LOOP_IO_ABOUT[mode], "filesystems": measured}
         finally:
             store.close()
-    machine["load_avg_1min_at_end"] = round(os.getloadavg()[0], 2)
+    result["machine"]["load_avg_1min_at_end"] = round(os.getloadavg()[0], 2)
     result["total_s"] = round(time.perf_counter() - started, 1)
     return result
 
@@ -135,9 +130,11 @@ _METHOD = {
                    "during the runs), mounted once; after each step its folder is deleted and synced (and the "
                    "marks cleared), so every step starts from the same empty filesystem",
     "cache": "cold for both: sync + echo 3 > /proc/sys/vm/drop_caches before every timed step",
-    "order": "one untimed warm-up pair, then alternating: odd runs cp+sync first, even runs offload first",
-    "figures": "MB = 10^6 bytes of image files; MB/s figures are medians over the runs; "
-               "ratio = offload_mb_s / cp_sync_mb_s",
+    "order": "one untimed warm-up pair, then pairs in alternation: odd runs cp+sync first, even runs offload "
+             "first",
+    "figures": "MB = 10^6 bytes of image files; MB/s figures are medians over the runs; ratio = the median "
+               "over the pairs of each pair's offload_mb_s / cp_sync_mb_s, ratio_min and ratio_max their range "
+               "(likewise ratio_vs_durable, against cp_sync_durable_mb_s)",
     "cp_sync_durable": "cp + sync + fsync of the loop image's backing file (only matters where sync leaves the "
                        "image dirty in the host's cache: FUSE)",
     "loop_io": "each mode measured on its own fresh image of the same size and type, with the same files",
@@ -159,7 +156,7 @@ def fill_store(store: Store, items: int, kb: int) -> dict:
     started = time.perf_counter()
     size, sigma = _calibrate(kb)
     rng = np.random.default_rng(1)
-    bases = [_noisy_field(rng, (size[0] + _MARGIN_PX, size[1] + _MARGIN_PX), sigma) for _ in range(_BASES)]
+    bases = [noisy_field(rng, (size[0] + _MARGIN_PX, size[1] + _MARGIN_PX), sigma) for _ in range(_BASES)]
     thumbs = [make_thumbnail(Image.fromarray(base), 320) for base in bases]
     total = 0
     for i in range(items):
@@ -179,20 +176,12 @@ def fill_store(store: Store, items: int, kb: int) -> dict:
             "write_s": round(time.perf_counter() - started, 1)}
 
 
-def _noisy_field(rng, size, sigma):
-    """Smooth colour regions plus sensor-like noise: compresses like a photo, not like a test card."""
-    colours = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
-    field = np.asarray(Image.fromarray(colours).resize(size, Image.Resampling.BICUBIC), np.float32)
-    noise = rng.normal(0, sigma, (size[1], size[0], 3)).astype(np.float32) if sigma else 0
-    return np.clip(field + noise, 0, 255).astype(np.uint8)
-
-
 def _calibrate(kb: int):
     """The resolution (1920×1080 if the size allows) and noise that give a JPEG of about ``kb`` KB."""
     target, size = kb * 1000, STILL_SIZE
 
     def jpeg_bytes(size, sigma):
-        return len(encode_jpeg(Image.fromarray(_noisy_field(np.random.default_rng(0), size, sigma)), JPEG_QUALITY))
+        return len(encode_jpeg(Image.fromarray(noisy_field(np.random.default_rng(0), size, sigma)), JPEG_QUALITY))
 
     for _ in range(4):  # the noise spans ~3-5x in size; beyond that the resolution has to change
         low, high = jpeg_bytes(size, 0.0), jpeg_bytes(size, 32.0)
@@ -216,49 +205,46 @@ def filesystem_benchmark(work: Path, store: Store, fstype: str, runs: int, loop_
     rows = store.rows(order="captured_at, id")
     total = sum(r["bytes"] for r in rows)
     image_mb = max(64, round(total * 1.4 / 2**20) + 64)  # one copy at a time, plus cluster slack and metadata
-    image = _make_image(work / f"{fstype}.img", fstype, image_mb)
+    image = disks.make_image(work / f"{fstype}.img", fstype, image_mb)
     image_dev = os.stat(image).st_dev
-    results = []
     try:
-        with _loop_device(image, is_direct=loop_io == "direct") as device, mounted(device, work / "mnt") as stick:
-            driver = _driver(stick)
-            is_direct_io = _is_direct_io(device)
+        with disks.loop_device(image, is_direct=loop_io == "direct") as device, mounted(device, work / "mnt") as stick:
+            driver = disks.driver(stick)
+            is_direct_io = disks.is_direct_io(device)
             log.info("%s, %s: %d MB image on %s, mounted by %s; a warm-up pair first", fstype, loop_io, image_mb,
                      device, driver)
             _cp_sync_step(store, stick, image, device, rows, total)
             _offload_step(store, stick, image, device, rows, total)
-            for run in range(runs):
-                is_cp_first = run % 2 == 0
-                steps = {"cp_sync": _cp_sync_step, "offload": _offload_step}
-                order = list(steps) if is_cp_first else list(reversed(steps))
-                figures = {"run": run + 1, "order": ", ".join(order)}
-                for name in order:
-                    log.info("%s, %s: run %d/%d: %s", fstype, loop_io, run + 1, runs, name)
-                    figures |= steps[name](store, stick, image, device, rows, total)
-                figures["ratio"] = round(figures["offload_mb_s"] / figures["cp_sync_mb_s"], 3)
-                results.append(figures)
+            steps = [partial(step, store, stick, image, device, rows, total) for step in (_cp_sync_step, _offload_step)]
+            pairs = interleaved(*steps, runs, ratio=lambda cp, off: off["offload_mb_s"] / cp["cp_sync_mb_s"],
+                                is_order_alternated=True, log_as=f"{fstype}, {loop_io}")
             log.info("%s, %s: read-back alone", fstype, loop_io)
             readback = _readback_alone(store, stick, device, total)
     finally:
         image.unlink(missing_ok=True)
 
-    def median(key):
-        return round(statistics.median(r[key] for r in results), 3)
+    results = [{"run": run + 1, "order": "cp_sync, offload" if order == "a, b" else "offload, cp_sync"} | cp | off
+               | {"ratio": ratio}
+               for run, (order, cp, off, ratio) in enumerate(zip(pairs.orders, pairs.a, pairs.b, pairs.ratios))]
+    ratio = pairs.summary
+    vs_durable = ratio_summary(round(r["offload_mb_s"] / r["cp_sync_durable_mb_s"], 3) for r in results)
 
-    cp_sync_mb_s, offload_mb_s = median("cp_sync_mb_s"), median("offload_mb_s")
-    durable_mb_s = median("cp_sync_durable_mb_s")
-    ratios = [r["ratio"] for r in results]
+    def median(key):
+        return median_of(results, key)
+
     return {
         "loop_io": loop_io, "loop_direct_io": is_direct_io,
         "driver": driver, "image_mb": image_mb, "files": len(rows), "bytes": total, "mb": round(total / 1e6, 1),
-        "cp_sync_mb_s": cp_sync_mb_s, "offload_mb_s": offload_mb_s, "ratio": round(offload_mb_s / cp_sync_mb_s, 3),
-        "ratio_per_run": ratios, "ratio_min": min(ratios), "ratio_max": max(ratios),
-        "cp_sync_durable_mb_s": durable_mb_s, "ratio_vs_durable": round(offload_mb_s / durable_mb_s, 3),
+        "cp_sync_mb_s": median("cp_sync_mb_s"), "offload_mb_s": median("offload_mb_s"),
+        "ratio": ratio["median"], "ratio_min": ratio["min"], "ratio_max": ratio["max"], "pairs": ratio["pairs"],
+        "ratio_per_run": pairs.ratios, "cp_sync_durable_mb_s": median("cp_sync_durable_mb_s"),
+        "ratio_vs_durable": vs_durable["median"], "ratio_vs_durable_min": vs_durable["min"],
+        "ratio_vs_durable_max": vs_durable["max"],
         "offload_read_from_device_mb": median("offload_read_from_device_mb"),
-        "disk": {"device": _disk_name(image_dev), **{key: median(key) for key in _DISK_KEYS}},
+        "disk": {"device": disks.disk_name(image_dev), **{key: median(key) for key in _DISK_KEYS}},
         "seconds": {key: round(median(key + "_s"), 3) for key in ("cp", "sync", "cp_sync", "cp_sync_durable",
                                                                   "offload")},
-        "offload_batch_ms_all_runs": _percentiles([ms for r in results for ms in r.pop("item_ms")]),
+        "offload_batch_ms_all_runs": percentiles([ms for r in results for ms in r.pop("item_ms")]),
         "readback_alone": readback, "runs": results, "total_s": round(time.perf_counter() - started, 1),
     }
 
@@ -266,19 +252,19 @@ def filesystem_benchmark(work: Path, store: Store, fstype: str, runs: int, loop_
 def _cp_sync_step(store, stick, image, device, rows, total) -> dict:
     dest = stick / BASELINE_DIR
     dest.mkdir()
-    _settle()
-    disk_before = _disk_bytes(image)
+    disks.settle()
+    disk_before = disks.disk_bytes(image)
     started = time.perf_counter()
     # One process, every file: chunked only past what one command line can hold.
     for chunk in _chunks([r["image_path"] for r in rows]):
-        _run(["cp", "--parents", "-t", str(dest), "--", *chunk], cwd=store.data_dir)
+        disks.run(["cp", "--parents", "-t", str(dest), "--", *chunk], cwd=store.data_dir)
     copied = time.perf_counter()
-    _run(["sync"])
+    disks.run(["sync"])
     synced = time.perf_counter()
-    dirty_kb = _dirty_kb()
-    _fsync(image)
+    dirty_kb = disks.dirty_kb()
+    disks.fsync(image)
     durable = time.perf_counter()
-    disk_read, disk_written = _disk_bytes(image) - disk_before
+    disk_read, disk_written = disks.disk_bytes(image) - disk_before
     files = sum(1 for p in dest.rglob("*.jpg") if p.is_file())
     shutil.rmtree(dest)
     os.sync()
@@ -292,9 +278,9 @@ def _cp_sync_step(store, stick, image, device, rows, total) -> dict:
 
 def _offload_step(store, stick, image, device, rows, total) -> dict:
     _clear_marks(store)
-    _settle()
+    disks.settle()
     item_s = []
-    read_before, disk_before = _bytes_read(device), _disk_bytes(image)
+    read_before, disk_before = disks.bytes_read(device), disks.disk_bytes(image)
     started = time.perf_counter()
     # Exactly what `appliance offload --device` does, including dropping the device's cache before
     # each read-back (without it a FUSE driver answers from memory).
@@ -302,8 +288,8 @@ def _offload_step(store, stick, image, device, rows, total) -> dict:
                      before_verify=lambda: drop_device_cache(device))
     seconds = time.perf_counter() - started
     # What the read-back really fetched from the "stick": the bytes the loop device was asked for.
-    read_mb = (_bytes_read(device) - read_before) / 1e6
-    disk_read, disk_written = _disk_bytes(image) - disk_before
+    read_mb = (disks.bytes_read(device) - read_before) / 1e6
+    disk_read, disk_written = disks.disk_bytes(image) - disk_before
     marked = len(store.rows("offloaded_at is not null"))
     if not report.is_complete:
         raise OffloadError(f"the benchmark's offload did not complete: {report.summary()}")
@@ -329,7 +315,7 @@ def _readback_alone(store, stick, device, total) -> dict:
     folder = stick / label_dirname(HOSTNAME)
     paths = [folder / export_name(r) for r in rows]
     figures = {}
-    for name, prepare in (("cold", _settle), ("as_in_offload", lambda: (os.sync(), drop_device_cache(device)))):
+    for name, prepare in (("cold", disks.settle), ("as_in_offload", lambda: (os.sync(), drop_device_cache(device)))):
         prepare()
         started = time.perf_counter()
         read_back = read_back_sha256s(paths)
@@ -343,117 +329,13 @@ def _readback_alone(store, stick, device, total) -> dict:
 
 # -- helpers --------------------------------------------------------------------------------------
 
-def _make_image(path: Path, fstype: str, size_mb: int) -> Path:
-    """A formatted image whose every block is written: a sparse one makes the host allocate blocks
-    during the first timed step (exFAT's first cp ran at 150 MB/s, later ones at 400)."""
-    zeros = bytes(2**20)
-    with open(path, "wb") as f:
-        for _ in range(size_mb):
-            f.write(zeros)
-        os.fsync(f.fileno())
-    _run([*MKFS[fstype], str(path)])
-    return path
-
-
 def _clear_marks(store: Store) -> None:
     """Every item is due again (the benchmark's own store, so plain SQL)."""
     with store.db.conn:
         store.db.execute("update captures set offloaded_at = null")
 
 
-def _run(command, **kwargs) -> str:
-    """Run a tool; its failure is an ``OffloadError`` carrying what it said."""
-    result = subprocess.run(command, capture_output=True, text=True, **kwargs)
-    if result.returncode != 0:
-        raise OffloadError(f"{' '.join(command[:3])}: {(result.stderr or result.stdout).strip() or 'failed'}")
-    return result.stdout.strip()
-
-
-def _check_can_run(filesystems, loop_io=("buffered",)) -> None:
-    if os.geteuid() != 0:
-        raise OffloadError("bench-offload needs root: it attaches loop devices, mounts them and drops the page "
-                           "cache (run it with sudo)")
-    temp_dir = Path(tempfile.gettempdir())
-    if "direct" in loop_io and _fstype_of(temp_dir) in RAM_FILESYSTEMS:
-        raise OffloadError(f"bench-offload --loop-io direct: the temp dir {temp_dir} is in RAM "
-                           f"({_fstype_of(temp_dir)}), so direct I/O would still measure memory: set TMPDIR to a "
-                           "directory on a disk (e.g. TMPDIR=/var/tmp), or pass --loop-io buffered")
-    needed = {"losetup", "mount", "umount", "cp", "sync"}
-    needed |= {MKFS[fs][0] for fs in filesystems if fs == "exfat" or _kernel_has(fs)}
-    if "exfat" in filesystems and not _kernel_has("exfat"):
-        needed.add("mount.exfat-fuse")
-    missing = sorted(tool for tool in needed if not shutil.which(tool))
-    if missing:
-        raise OffloadError(f"bench-offload needs {', '.join(missing)}: install them (e.g. e2fsprogs, "
-                           "exfatprogs, exfat-fuse, dosfstools)")
-
-
-def _kernel_has(fstype: str) -> bool:
-    return any(line.split()[-1] == fstype for line in Path("/proc/filesystems").read_text().splitlines() if line)
-
-
-@contextmanager
-def _loop_device(image: Path, is_direct: bool = False):
-    """``image`` attached to a free loop device; with ``is_direct``, by O_DIRECT (checked, since losetup
-    falls back to buffered I/O with only a warning where the backing filesystem refuses it)."""
-    device = _run(["losetup", "-f", "--show", *(["--direct-io=on"] if is_direct else []), str(image)])
-    try:
-        if is_direct and not _is_direct_io(device):
-            raise OffloadError(f"{device}: the loop device could not use direct I/O on {image.parent} "
-                               f"({_fstype_of(image.parent)}): set TMPDIR to a directory on a disk that allows "
-                               "O_DIRECT, or pass --loop-io buffered")
-        yield device
-    finally:
-        subprocess.run(["losetup", "-d", device], capture_output=True)
-
-
-def _is_direct_io(device: str) -> bool:
-    return Path(f"/sys/block/{Path(device).name}/loop/dio").read_text().strip() == "1"
-
-
-def _settle() -> None:
-    """Nothing dirty anywhere, nothing cached: both sides start cold."""
-    os.sync()
-    Path("/proc/sys/vm/drop_caches").write_text("3")
-
-
-def _bytes_read(device: str) -> int:
-    """Bytes read from a block device since boot (/sys/block/<dev>/stat counts 512-byte sectors)."""
-    return int(Path(f"/sys/block/{Path(device).name}/stat").read_text().split()[2]) * 512
-
-
 _DISK_KEYS = ("cp_sync_disk_read_mb", "cp_sync_disk_written_mb", "offload_disk_read_mb", "offload_disk_written_mb")
-
-
-def _disk_bytes(path: Path) -> np.ndarray:
-    """(read, written) bytes since boot of the block device ``path`` is on (0, 0 if it has none,
-    e.g. an overlay), from /sys/dev/block/<major>:<minor>/stat, which counts 512-byte sectors."""
-    dev = os.stat(path).st_dev
-    stat = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}/stat")
-    if not stat.exists():
-        return np.zeros(2, dtype=np.int64)
-    fields = stat.read_text().split()
-    return np.array([int(fields[2]), int(fields[6])], dtype=np.int64) * 512
-
-
-def _disk_name(dev: int) -> str:
-    link = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
-    return f"/dev/{link.resolve().name}" if link.exists() else "none (no block device: read and write bytes are 0)"
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _dirty_kb() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("Dirty:"):
-            return int(line.split()[1])
-    return 0
 
 
 def _chunks(paths, limit=100_000):
@@ -466,37 +348,6 @@ def _chunks(paths, limit=100_000):
         length += len(path) + 1
     if chunk:
         yield chunk
-
-
-def _percentiles(values) -> dict:
-    values = np.asarray(values)
-    return {"n": len(values), "p50": round(float(np.percentile(values, 50)), 2),
-            "p95": round(float(np.percentile(values, 95)), 2), "max": round(float(values.max()), 2)}
-
-
-def _fstype_of(path: Path) -> str:
-    """The type of the filesystem ``path`` is on (the longest mount point that holds it)."""
-    best, fstype = "", "?"
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        _, point, kind, *_ = line.split()
-        point = point.replace("\\040", " ")
-        if (str(path) == point or str(path).startswith(point.rstrip("/") + "/")) and len(point) > len(best):
-            best, fstype = point, kind
-    return fstype
-
-
-def _driver(stick: Path) -> str:
-    kind = _fstype_of(stick)
-    return "FUSE (mount.exfat-fuse)" if kind == "fuseblk" else f"kernel ({kind})"
-
-
-def _machine() -> dict:
-    model = Path("/proc/device-tree/model")
-    memory_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                     if line.startswith("MemTotal:"))
-    return {"model": model.read_text().strip("\0\n") if model.exists() else platform.machine(),
-            "cpus": os.cpu_count(), "memory_mb": memory_kb // 1024, "kernel": platform.release(),
-            "python": sys.version.split()[0], "load_avg_1min_at_start": round(os.getloadavg()[0], 2)}
 
 
 def main_json(**kwargs) -> str:

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # Build the camera's flashable SD card image.
 #
 #   image/build.sh [--base raspios|debian] [options]
@@ -29,7 +30,6 @@
 set -euo pipefail
 IMAGE_DIR=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$IMAGE_DIR")
-# shellcheck source=lib/common.sh
 . "$IMAGE_DIR/lib/common.sh"
 . "$IMAGE_DIR/lib/download.sh"
 . "$IMAGE_DIR/lib/base-debian.sh"
@@ -43,7 +43,7 @@ DEPLOY="$REPO/deploy"
 CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/appliance-image"
 HOSTNAME_DEFAULT=appliance
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { sed -n '3,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --base) BASE="${2:?--base needs raspios or debian}"; shift 2 ;;
@@ -144,7 +144,8 @@ ROOT="$WORK/root"
 mkdir -p "$ROOT"
 
 base_debian_unpack() {
-    local tar="$CACHE_DIR/debian-$(debian_base_key).tar"
+    local tar
+    tar="$CACHE_DIR/debian-$(debian_base_key).tar"
     stage base debian_base "$tar"
     tar -C "$ROOT" --numeric-owner --xattrs --xattrs-include='*' -xpf "$tar"
 }

@@ -14,6 +14,7 @@
 # and hold the two images byte for byte; a clean poweroff leaves filesystems that fsck passes. Prints the
 # build time (cold and cached), image size (raw and .xz) and boot-to-first-classification time.
 # Needs root and takes a while: ~27 min from a cold cache, ~12 min with the base root filesystem cached.
+# shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 IMAGE_DIR=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$IMAGE_DIR")

@@ -11,7 +11,7 @@ PY_TAGS=(--only-binary=:all: --python-version 3.11 --implementation cp --abi cp3
 # A venv on the build machine that runs the appliance's own CLI (config show, models fetch) natively.
 host_venv() {
     local venv="$CACHE_DIR/host-venv" stamp
-    stamp=$(cat "$REPO/pyproject.toml" | sha256sum | cut -c1-16)
+    stamp=$(sha256sum < "$REPO/pyproject.toml" | cut -c1-16)
     if [ ! -f "$venv/.stamp-$stamp" ]; then
         rm -rf "$venv"
         python3 -m venv "$venv" || die "python3 -m venv failed: apt-get install python3-venv"
@@ -145,11 +145,12 @@ appliance_layer() {
     install -m 644 "$WORK/appliance.toml" "$ROOT/boot/firmware/appliance.toml"
 
     # systemd's own check of the units as installed (it reads the image's root; nothing runs).
+    local units=(appliance.service appliance-web.service appliance-web.socket appliance-offload@sda1.service
+                 appliance-firstboot.service appliance-system.service)
+    [ "$READ_ONLY_ROOT" = 1 ] && units+=(appliance-read-only-root.service)
     local verify_out
     verify_out=$(cd "$ROOT/etc/systemd/system" && cp appliance-offload@.service appliance-offload@sda1.service &&
-        systemd-analyze verify --root="$ROOT" appliance.service appliance-web.service appliance-web.socket \
-            appliance-offload@sda1.service appliance-firstboot.service appliance-system.service \
-            $([ "$READ_ONLY_ROOT" = 1 ] && echo appliance-read-only-root.service) 2>&1; rm -f appliance-offload@sda1.service)
+        systemd-analyze verify --root="$ROOT" "${units[@]}" 2>&1; rm -f appliance-offload@sda1.service)
     [ -z "$verify_out" ] || die "systemd-analyze verify found problems in the installed units:
 $verify_out"
 

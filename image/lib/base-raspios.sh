@@ -1,7 +1,7 @@
 # The raspios base: Raspberry Pi OS Lite arm64, downloaded once (sha256-pinned in image/raspios.env),
 # grown, and customised through an offset loop mount and a chroot. Its own first boot still resizes
 # the root partition and sets a new disk id; the appliance's first boot applies appliance.toml.
-# shellcheck shell=bash
+# shellcheck shell=bash source-path=SCRIPTDIR
 
 RASPIOS_LOOP=""
 RASPIOS_IMG=""
@@ -21,7 +21,8 @@ raspios_base() {
         [ -n "$RASPIOS_SHA256_GIVEN" ] || die "--raspios-url needs --raspios-sha256: the build uses no image it cannot verify"
     fi
     local sha256="${RASPIOS_SHA256_GIVEN:-$RASPIOS_SHA256}"
-    local xz="$CACHE_DIR/$(basename "$RASPIOS_URL")"
+    local xz
+    xz="$CACHE_DIR/$(basename "$RASPIOS_URL")"
     fetch_verified "$RASPIOS_URL" "$sha256" "$xz"
     RASPIOS_IMG="$WORK/raspios.img"
     say "unpacking $(basename "$xz")"

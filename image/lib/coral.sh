@@ -1,12 +1,14 @@
 # --coral: the Edge TPU runtime (pinned in image/coral.env) and its USB udev rule. The Edge TPU build of
 # the default model is fetched by the appliance layer (models fetch --edgetpu). The appliance detects
 # the accelerator at start-up and falls back to the CPU when it is absent (model.accelerator = auto).
-# shellcheck shell=bash
+# shellcheck shell=bash source-path=SCRIPTDIR
 
 coral_layer() {
+    # shellcheck source=../coral.env
     . "$IMAGE_DIR/coral.env"
     local sha256="${CORAL_SHA256_GIVEN:-$CORAL_DEB_SHA256}"
-    local deb="$CACHE_DIR/$(basename "$CORAL_DEB_URL")"
+    local deb
+    deb="$CACHE_DIR/$(basename "$CORAL_DEB_URL")"
     fetch_verified "$CORAL_DEB_URL" "$sha256" "$deb"
     cp "$deb" "$ROOT/tmp/libedgetpu.deb"
     chroot_mounts

@@ -481,8 +481,11 @@ def test_serve_takes_its_listening_socket_from_systemd_so_it_needs_no_privilege(
     listening.listen()
     os.set_inheritable(listening.fileno(), True)
     config = tmp_path / "appliance.toml"
+    # web.port is the port systemd already listens on: a server that bound its own socket instead of
+    # taking fd 3 would fail (port in use), and no fixed port is ever bound (as root, even port 1 would be).
+    port = listening.getsockname()[1]
     config.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n[status]\nruntime_dir = "{tmp_path / "run"}"\n'
-                      '[web]\nport = 1\n')  # a port it could never bind here: it must not try
+                      f'[web]\nhost = "127.0.0.1"\nport = {port}\n')
     # What systemd does: the socket on fd 3, LISTEN_PID the server's own pid (exec keeps it), exec.
     launcher = ("import os, sys; os.dup2(int(sys.argv[1]), 3); "
                 "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1'); "
@@ -491,7 +494,7 @@ def test_serve_takes_its_listening_socket_from_systemd_so_it_needs_no_privilege(
                              pass_fds=[listening.fileno()], cwd=REPO,
                              env=dict(os.environ, PYTHONPATH=str(REPO)), stderr=subprocess.PIPE, text=True)
     try:
-        url = f"http://127.0.0.1:{listening.getsockname()[1]}/login"
+        url = f"http://127.0.0.1:{port}/login"
         deadline = time.monotonic() + 30
         while True:
             try:

@@ -2,8 +2,7 @@
 
 No I/O and no clock: events and the time (monotonic seconds) are passed in. Short-lived signals (a
 keep, "no USB stick", "offload done") are timed states, so what each LED shows is always a function
-of the state and the time, and ``next_change_s`` says when to look again. The gpiozero adapter
-(``gpio.py``) plays the patterns; ``VOCABULARY`` is the documented table (README, ``hardware/``).
+of the state and the time. The gpiozero adapter (``gpio.py``) plays the patterns; ``VOCABULARY`` is the documented table (README, ``hardware/``).
 """
 
 from __future__ import annotations
@@ -109,13 +108,6 @@ def _warning(state, now_s):
     if now_s < state.offload_failed_until_s:
         return FAST_PULSE
     return {"full": STEADY, "low": SLOW_WARNING}.get(state.storage, OFF)
-
-
-def next_change_s(state: IndicatorState, now_s: float) -> float | None:
-    """When a timed signal ends and the patterns must be looked at again; None if none is pending."""
-    ends = [t for t in (state.keep_until_s, state.no_stick_until_s, state.offload_done_until_s,
-                        state.offload_failed_until_s) if t > now_s]
-    return min(ends, default=None)
 
 
 # The documented vocabulary: (what the appliance is doing, LED, pattern, timing in words).

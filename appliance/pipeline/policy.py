@@ -16,7 +16,7 @@ from typing import Mapping
 import numpy as np
 
 from appliance.config import KeepConfig
-from appliance.pipeline.frames import Classification, Discard, Keep
+from appliance.pipeline.frames import Classification, Decision, Discard, Keep
 
 MATCH = "match"
 AUDIT = "audit"
@@ -135,7 +135,7 @@ class Policy:
         return None
 
     def decide(self, classification: Classification, lores: np.ndarray, now_s: float,
-               audit_bytes_used: int = 0) -> Keep | Discard:
+               audit_bytes_used: int = 0) -> Decision:
         """Keep or discard one classified frame; ``now_s`` is monotonic seconds.
 
         1. The candidate is the first label in ``top_k`` that matches a ``labels`` pattern and no

@@ -15,11 +15,10 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from PIL import Image
 
-from appliance.clock import clock_source
+from appliance.clock import clock_source, utc_iso
 from appliance.pipeline.frames import Classification, Keep, MainImage
 from appliance.storage import retention
 from appliance.storage.store import Store, metadata_comment
@@ -129,9 +128,8 @@ class Writer:
     def write(self, job: KeepJob) -> int | None:
         """Encode, apply retention, and store one keep; returns the new row id, or None if full."""
         image = Image.fromarray(job.main.array())
-        captured_at = datetime.fromtimestamp(job.captured_at_s, timezone.utc).isoformat(timespec="milliseconds")
         record = {
-            "captured_at": captured_at.replace("+00:00", "Z"), "clock_source": clock_source(),
+            "captured_at": utc_iso(job.captured_at_s, "milliseconds"), "clock_source": clock_source(),
             "label": job.decision.label, "score": job.decision.score,
             "top_k": json.dumps(job.classification.top_k), "kind": job.decision.kind,
             "reason": job.decision.reason, "model_name": self.model.name, "model_sha256": self.model.sha256,

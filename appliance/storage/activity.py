@@ -7,9 +7,10 @@ replay can ask "what did the chart look like at noon yesterday" and get a fixed 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Mapping
+
+from appliance.clock import utc_datetime
 
 # period -> (bucket length in seconds, default number of buckets, SQLite strftime format of a bucket).
 # Buckets are UTC, like captured_at, so a day's bar is the same on every viewer's browser.
@@ -67,11 +68,11 @@ def keeps_per_bucket(store, period: str, now_s: float, buckets: int | None = Non
 
     newest_start_s = int(now_s // length_s) * length_s
     starts_s = [newest_start_s - (buckets - 1 - i) * length_s for i in range(buckets)]
-    bucket_starts = tuple(_utc(s).strftime(bucket_format) for s in starts_s)
+    bucket_starts = tuple(utc_datetime(s).strftime(bucket_format) for s in starts_s)
     # The bounds leave off the "Z": "…T10:00:00.000Z" sorts before "…T10:00:00Z" ('.' < 'Z') and would
     # drop a keep made exactly on the hour, but sorts after "…T10:00:00". Plain string comparison lets
     # the captures_newest index find the range.
-    low, high = (_utc(s).strftime("%Y-%m-%dT%H:%M:%S") for s in (starts_s[0], newest_start_s + length_s))
+    low, high = (utc_datetime(s).strftime("%Y-%m-%dT%H:%M:%S") for s in (starts_s[0], newest_start_s + length_s))
 
     sql = (
         "select strftime(?, captured_at) as bucket, coalesce(corrected_label, label) as effective_label, "
@@ -80,8 +81,7 @@ def keeps_per_bucket(store, period: str, now_s: float, buckets: int | None = Non
         "and captured_at >= ? and captured_at < ? "
         "group by bucket, effective_label"
     )
-    with store._lock:
-        rows = store.db.execute(sql, (bucket_format, *kinds, low, high)).fetchall()
+    rows = store.select(sql, (bucket_format, *kinds, low, high))
 
     in_range = set(bucket_starts)
     counts, per_label = {}, {}
@@ -92,6 +92,3 @@ def keeps_per_bucket(store, period: str, now_s: float, buckets: int | None = Non
     labels = tuple(sorted(per_label, key=lambda label: (-per_label[label], label)))
     return Activity(period, bucket_starts, labels, MappingProxyType(counts), sum(per_label.values()))
 
-
-def _utc(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, timezone.utc)

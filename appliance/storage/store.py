@@ -353,6 +353,12 @@ class Store:
             cursor = self.db.execute(f"update captures set {assignments} where id = ?", [*values.values(), capture_id])
             return cursor.rowcount == 1
 
+    def select(self, sql: str, params=()) -> list[tuple]:
+        """The rows of a read-only query, as tuples, under the store's lock (its one connection is
+        shared between threads). For queries that belong to another module (the activity chart)."""
+        with self._lock:
+            return self.db.execute(sql, params).fetchall()
+
     def _query(self, sql, params):
         cursor = self.db.execute(sql, params)
         columns = [c[0] for c in cursor.description]

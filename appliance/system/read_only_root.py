@@ -16,10 +16,6 @@ CMDLINE_PATH = Path("/boot/firmware/cmdline.txt")
 TOKEN = "overlayroot=tmpfs:recurse=0"
 
 
-def is_enabled(cmdline: str) -> bool:
-    return any(word.startswith("overlayroot=") for word in cmdline.split())
-
-
 def with_overlayroot(cmdline: str, enable: bool) -> str:
     """cmdline.txt's one line with the overlayroot token added or removed; every other token kept.
 

@@ -30,10 +30,10 @@ import socket
 import stat
 import subprocess
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from appliance import __version__
+from appliance.clock import utc_iso
 from appliance.config import Config, SystemConfig, remove_clear_text
 from appliance.errors import SystemSettingsError
 from appliance.passwords import adopt_password, crypt_sha512
@@ -314,7 +314,7 @@ def _record_first_boot(fs: _Root, config: Config) -> None:
     """Written last and once: its presence says the first boot's work is done."""
     if fs.path(FIRST_BOOT_RECORD).exists():
         return
-    record = {"time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "version": __version__,
+    record = {"time_utc": utc_iso(), "version": __version__,
               "settings": public_settings(config.system), "changed": list(fs.report.changed)}
     fs.write(FIRST_BOOT_RECORD, (json.dumps(record, indent=2) + "\n").encode())
 

@@ -12,11 +12,14 @@ import csv
 import io
 import json
 import logging
+import os
 import time
 import zipfile
 from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
+
+from appliance.storage.files import atomic_write_bytes, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,73 @@ def manifest_csv(rows: Iterable[dict]) -> str:
 
 def manifest_jsonl(rows: Iterable[dict]) -> str:
     return "".join(_jsonl_lines(rows))
+
+
+class Manifest:
+    """``STEM.jsonl``, appended as items are installed, and ``STEM.csv``, written from it at ``close()``.
+
+    The one manifest writer of the USB offload and of ``appliance sync``, with their two policies:
+
+    * ``resume`` — sync keeps one manifest per folder across runs: the rows already in the file are
+      read first, an id already there is not added twice, and a line cut short by a power cut is
+      repaired (its item was never acknowledged, so it is checked and added again). The offload
+      writes a new manifest per run.
+    * ``fsync_each_add`` — sync makes each row durable as it is added (and the folder, when the file
+      is new). The offload adds a batch at a time and makes it durable with the stick's own sync of
+      that batch; the file is fsynced at ``close()``.
+
+    The CSV lists every row by id; it is rewritten only when its text changes, and not written at
+    all while the manifest has no rows.
+    """
+
+    def __init__(self, stem: Path, resume: bool, fsync_each_add: bool):
+        self.jsonl_path, self.csv_path = stem.with_name(stem.name + ".jsonl"), stem.with_name(stem.name + ".csv")
+        self.fsync_each_add = fsync_each_add
+        self.rows: dict[int, dict] = {}
+        self._jsonl = None
+        if resume:
+            self._load()
+
+    def _load(self) -> None:
+        text = self.jsonl_path.read_text(encoding="utf-8") if self.jsonl_path.is_file() else ""
+        is_damaged = bool(text) and not text.endswith("\n")
+        for line in text.splitlines():
+            try:
+                row = json.loads(line)
+                is_damaged |= row["id"] in self.rows
+                self.rows.setdefault(row["id"], row)
+            except (ValueError, KeyError, TypeError):
+                is_damaged = True  # a line cut short by a power cut
+        if is_damaged:
+            atomic_write_bytes(self.jsonl_path, manifest_jsonl(self.rows.values()).encode())
+
+    def add(self, rows: list[dict]) -> None:
+        """Append rows whose ids are not in the manifest yet, in one write (a round trip to a FUSE driver)."""
+        rows = [row for row in rows if row["id"] not in self.rows]
+        if not rows:
+            return
+        if self._jsonl is None:
+            is_new_file = not self.jsonl_path.exists()
+            self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
+            if is_new_file and self.fsync_each_add:
+                os.fsync(self._jsonl.fileno())
+                fsync_dir(self.jsonl_path.parent)
+        self._jsonl.write(manifest_jsonl(rows))
+        self._jsonl.flush()
+        if self.fsync_each_add:
+            os.fsync(self._jsonl.fileno())
+        self.rows.update((row["id"], {k: row[k] for k in MANIFEST_FIELDS}) for row in rows)
+
+    def close(self) -> None:
+        if self._jsonl is not None:
+            os.fsync(self._jsonl.fileno())
+            self._jsonl.close()
+            self._jsonl = None
+        if not self.rows:
+            return
+        text = manifest_csv(sorted(self.rows.values(), key=lambda r: r["id"])).encode()
+        if not self.csv_path.is_file() or self.csv_path.read_bytes() != text:  # a run that brought nothing changes nothing
+            atomic_write_bytes(self.csv_path, text)
 
 
 class _Sink(io.RawIOBase):

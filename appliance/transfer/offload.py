@@ -29,12 +29,12 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
+from appliance.clock import utc_compact, utc_iso
 from appliance.errors import OffloadError
-from appliance.storage.files import TMP_SUFFIX, atomic_write_bytes, fsync_dir, sha256_file
-from appliance.transfer.export import MANIFEST_FIELDS, _csv_lines, export_name, label_dirname, manifest_row
+from appliance.storage.files import TMP_SUFFIX, fsync_dir, sha256_file
+from appliance.transfer.export import Manifest, export_name, label_dirname, manifest_row
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,8 @@ def offload(store, stick: Path, hostname: str | None = None, after_offload: str 
     stick_device = os.stat(stick).st_dev
     rows = store.rows("offloaded_at is null and missing = 0", order="captured_at, id")
     report.total, total_bytes = len(rows), sum(r["bytes"] for r in rows)
-    manifest = _Manifest(folder / f"manifest-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}")
+    manifest = Manifest(folder / f"manifest-{utc_compact()}", resume=False,
+                        fsync_each_add=False)
     run = _Run(store, folder, report, manifest, after_offload, before_verify)
     batch, in_batch = [], 0
     folders: dict[Path, dict[str, os.DirEntry]] = {}
@@ -379,7 +380,7 @@ class _Run:
             self._mark(unsynced)
 
     def _mark(self, good: list[_Copy]) -> None:
-        self.store.mark_offloaded([item.row["id"] for item in good], _now())
+        self.store.mark_offloaded([item.row["id"] for item in good], utc_iso())
         for item in good:
             if item.tmp is None:
                 self.report.already_there += 1
@@ -520,41 +521,10 @@ def _close(fd: int) -> OSError | None:
     return None
 
 
-class _Manifest:
-    """This run's manifest, appended as items are verified, so an interrupted run keeps its list."""
-
-    def __init__(self, stem: Path):
-        self.jsonl_path, self.csv_path = stem.with_suffix(".jsonl"), stem.with_suffix(".csv")
-        self.rows: list[dict] = []
-        self._jsonl = None
-
-    def add(self, rows: list[dict]) -> None:
-        """Append a marked batch's rows, in one write (each a round trip to a FUSE driver)."""
-        if not rows:
-            return
-        if self._jsonl is None:
-            self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
-        self._jsonl.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-        self._jsonl.flush()
-        self.rows += [{k: row[k] for k in MANIFEST_FIELDS} for row in rows]
-
-    def close(self) -> None:
-        if self._jsonl is None:
-            return
-        os.fsync(self._jsonl.fileno())
-        self._jsonl.close()
-        self._jsonl = None
-        atomic_write_bytes(self.csv_path, "".join(_csv_lines(self.rows)).encode())
-
-
 def _stick_error(e: OSError, stick) -> OffloadError:
     if e.errno == errno.EROFS:
         return OffloadError(f"{stick}: the stick is read-only (write-protect switch?): nothing was copied")
     return OffloadError(f"{stick}: cannot write to the stick ({e.strerror})")
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class OffloadLock:

@@ -18,7 +18,6 @@ import hashlib
 import http.client
 import json
 import logging
-import os
 import time
 import urllib.error
 import urllib.request
@@ -29,14 +28,13 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 from appliance import __version__
 from appliance.errors import (ApplianceError, DestinationError, NotAnAppliance, SyncError, SyncRefused, Unreachable,
                               WrongPassword)
-from appliance.storage.files import TMP_SUFFIX, atomic_file, atomic_write_bytes, fsync_dir, sha256_file
-from appliance.transfer.export import manifest_csv, manifest_jsonl, manifest_row
+from appliance.storage.files import TMP_SUFFIX, atomic_file, atomic_write_bytes, sha256_file
+from appliance.transfer.export import Manifest, manifest_row
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = ".appliance-sync.json"
-MANIFEST_JSONL = "manifest.jsonl"
-MANIFEST_CSV = "manifest.csv"
+MANIFEST_STEM = "manifest"  # manifest.jsonl and manifest.csv
 MAX_LIMIT = 1000  # the API's own cap on a page
 ACK_BATCH = 400   # the device takes at most 64 KB of JSON per request; 400 items fit with room to spare
 TIMEOUT_S = 30.0
@@ -83,11 +81,11 @@ def sync(url: str, dest: str | Path, password: str, limit: int = 100, progress=N
         dest.mkdir(parents=True, exist_ok=True)
         _remove_leftovers(dest)
         report.cursor = _load_cursor(dest, device.url)
-        manifest = _Manifest(dest)
+        manifest = Manifest(dest / MANIFEST_STEM, resume=True, fsync_each_add=True)
         try:
             _pull(device, manifest, report, limit, progress)
         finally:
-            manifest.write_csv()
+            manifest.close()
     except ApplianceError:
         raise
     except OSError as e:  # DEST's disk: network errors arrive as SyncError, an ApplianceError
@@ -137,7 +135,7 @@ def _sync_item(device, dest, item, manifest, report) -> None:
             log.warning("%s differs from the device's capture %s: replacing it", target, item["id"])
         report.bytes += device.fetch(item, target)
         report.new += 1
-    manifest.add(manifest_row(dict(item, label=item["model_label"], model_name=item["model"]), item["file"]))
+    manifest.add([manifest_row(dict(item, label=item["model_label"], model_name=item["model"]), item["file"])])
 
 
 class Device:
@@ -282,46 +280,8 @@ def _load_cursor(dest: Path, url: str) -> int:
 
 def _remove_leftovers(dest: Path) -> None:
     """Downloads and state writes cut short by a crash or a kill."""
-    ours = (STATE_FILE, MANIFEST_JSONL, MANIFEST_CSV)
+    ours = (STATE_FILE, f"{MANIFEST_STEM}.jsonl", f"{MANIFEST_STEM}.csv")
     leftovers = [*dest.glob(f"*/.*{TMP_SUFFIX}"), *(p for n in ours for p in dest.glob(f".{n}.*{TMP_SUFFIX}"))]
     for path in leftovers:
         log.info("removing %s, left by an interrupted sync", path)
         path.unlink(missing_ok=True)
-
-
-class _Manifest:
-    """``DEST/manifest.jsonl``: one row per capture id, each appended durably as its file is installed."""
-
-    def __init__(self, dest: Path):
-        self.dest, self.path = dest, dest / MANIFEST_JSONL
-        self.rows: dict[int, dict] = {}
-        text = self.path.read_text(encoding="utf-8") if self.path.is_file() else ""
-        is_damaged = bool(text) and not text.endswith("\n")
-        for line in text.splitlines():
-            try:
-                row = json.loads(line)
-                is_damaged |= row["id"] in self.rows
-                self.rows.setdefault(row["id"], row)
-            except (ValueError, KeyError, TypeError):
-                # A line cut short by a power cut: its page was not acknowledged, so it is re-checked and re-added.
-                is_damaged = True
-        if is_damaged:
-            atomic_write_bytes(self.path, manifest_jsonl(self.rows.values()).encode())
-
-    def add(self, row: dict) -> None:
-        if row["id"] in self.rows:  # a resumed run meets files it installed before
-            return
-        is_new_file = not self.path.exists()
-        with open(self.path, "ab") as f:
-            f.write(manifest_jsonl([row]).encode())
-            f.flush()
-            os.fsync(f.fileno())
-        if is_new_file:
-            fsync_dir(self.dest)
-        self.rows[row["id"]] = row
-
-    def write_csv(self) -> None:
-        text = manifest_csv(sorted(self.rows.values(), key=lambda r: r["id"])).encode()
-        path = self.dest / MANIFEST_CSV
-        if not path.is_file() or path.read_bytes() != text:  # a run that brought nothing changes nothing
-            atomic_write_bytes(path, text)

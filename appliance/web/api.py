@@ -9,10 +9,9 @@ whose sha256 matches the device's.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 from flask import Blueprint, abort, jsonify, request, url_for
 
+from appliance.clock import utc_iso
 from appliance.transfer.export import effective_label, export_name
 from appliance.web import changes_or_syncs, deps
 from appliance.web.gallery import _row_or_404, _send
@@ -65,6 +64,5 @@ def ack():
         if not (isinstance(item, dict) and type(item.get("id")) is int and isinstance(item.get("sha256"), str)):
             abort(400, 'each item needs an integer "id" and a string "sha256"')
         verified[item["id"]] = item["sha256"].lower()
-    when = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-    marked, mismatched = deps()["store"].mark_synced(verified, when)
+    marked, mismatched = deps()["store"].mark_synced(verified, utc_iso())
     return jsonify(synced=marked, refused=mismatched)

@@ -19,10 +19,11 @@ from conftest import REPO
 from PIL import Image
 
 from appliance.config import Config, to_toml
+from appliance.errors import OffloadError
 from appliance.pipeline.writer import encode_jpeg
 from appliance.storage.store import Store, metadata_comment
 from appliance.transfer.export import export_name
-from appliance.transfer.offload import OffloadError, OffloadLock, offload, read_back_sha256s, read_progress
+from appliance.transfer.offload import OffloadLock, offload, read_back_sha256s, read_progress
 from appliance.transfer.stick import drop_device_cache, mounted
 
 MKFS = {"ext4": ["mkfs.ext4", "-q", "-F"], "exfat": ["mkfs.exfat"]}

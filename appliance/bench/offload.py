@@ -69,7 +69,8 @@ from appliance.bench.common import interleaved, machine, median_of, noisy_field,
 from appliance.pipeline.writer import encode_jpeg, make_thumbnail
 from appliance.storage.store import Store, metadata_comment
 from appliance.transfer.export import export_name, label_dirname
-from appliance.transfer.offload import OffloadError, offload, read_back_sha256s
+from appliance.errors import OffloadError
+from appliance.transfer.offload import offload, read_back_sha256s
 from appliance.transfer.stick import drop_device_cache, mounted
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.transfer.offload import OffloadError
+from appliance.errors import OffloadError
 
 RAM_FILESYSTEMS = {"tmpfs", "ramfs"}
 # mkfs.ext4 would discard, i.e. punch holes in the image file: the host would allocate again.

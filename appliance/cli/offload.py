@@ -7,7 +7,7 @@ from pathlib import Path
 
 from appliance.cli import add_command
 from appliance.config import DEVICE_CONFIG_PATH, load_config
-from appliance.transfer.offload import OffloadError
+from appliance.errors import OffloadError
 
 
 def register(subparsers):

@@ -14,7 +14,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from appliance.transfer.offload import OffloadError
+from appliance.errors import OffloadError
 
 log = logging.getLogger(__name__)
 

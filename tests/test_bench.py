@@ -8,10 +8,11 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import statistics
 
 import pytest
-from conftest import IMAGES, TINY_MODEL
+from conftest import IMAGES, REPO, TINY_MODEL
 
 from appliance.cli import bench
 
@@ -26,12 +27,17 @@ def parser():
 
 @pytest.fixture(scope="module")
 def report():
-    """One small run through the command itself, its stdout parsed."""
-    args = parser().parse_args(["bench", "--model", str(TINY_MODEL), "--images", str(IMAGES), "--frames",
-                                str(FRAMES), "--threads", "1", "--pairs", str(PAIRS), "--no-rss"])
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        assert args.func(args) == 0
+    """One small run through the command itself, its stdout parsed; the model given by a path relative
+    to the working directory, as a user types it (the peak-RSS run reads it from a temp dir)."""
+    args = parser().parse_args(["bench", "--model", os.path.relpath(TINY_MODEL, REPO), "--images", str(IMAGES),
+                                "--frames", str(FRAMES), "--threads", "1", "--pairs", str(PAIRS)])
+    out, cwd = io.StringIO(), os.getcwd()
+    os.chdir(REPO)
+    try:
+        with contextlib.redirect_stdout(out):
+            assert args.func(args) == 0
+    finally:
+        os.chdir(cwd)
     return json.loads(out.getvalue())
 
 
@@ -62,6 +68,10 @@ def test_every_pair_has_its_own_bare_run_and_the_loop_writes_only_what_it_keeps(
     assert all(kept > 0 for kept in ten_percent["kept_per_run"]) and ten_percent["data_dir_bytes_written"] > 0
     (backend, inference_ms), = report["inference_ms"].items()
     assert backend == "cpu" and inference_ms
+
+
+def test_the_peak_rss_of_a_real_appliance_run_is_measured(report):
+    assert 20 < report["appliance_run_peak_rss_mb"] < 1000
 
 
 def test_the_run_says_where_and_under_what_load(report):

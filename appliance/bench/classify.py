@@ -43,7 +43,8 @@ _WARMUP = 20
 
 
 def run_benchmark(model_path, images_dir, frames=1000, num_threads=0, measure_rss=True, pairs=MIN_PAIRS) -> dict:
-    base = Config().replace(model={"path": str(model_path), "num_threads": num_threads},
+    # Absolute: the peak-RSS run reads its config from a temp dir, where a relative path means nothing.
+    base = Config().replace(model={"path": str(Path(model_path).resolve()), "num_threads": num_threads},
                             camera={"backend": "replay", "fps": 0.0, "replay_loop": False})
     classifier = Classifier.open(base.model)
     matching, other = _split_photos(classifier, base, images_dir)

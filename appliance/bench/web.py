@@ -40,7 +40,8 @@ from appliance.bench.web_data import AUTH, LABELS, RARE_LABEL, bench_config, fak
 from appliance.bench.web_transfer import transfer_benchmark
 from appliance.pipeline.writer import encode_jpeg
 from appliance.service.control import ControlClient
-from appliance.storage.store import THUMBS, Filters, Store
+from appliance.storage.filters import Filters
+from appliance.storage.store import THUMBS, Store
 from appliance.web import create_app
 
 log = logging.getLogger(__name__)

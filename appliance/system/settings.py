@@ -20,11 +20,8 @@ folder laid out like a Debian root, so tests (and a mounted image) use a folder;
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import logging
-import os
 import re
 import socket
 import stat
@@ -37,9 +34,8 @@ from appliance.clock import utc_iso
 from appliance.config import Config, SystemConfig, remove_clear_text
 from appliance.errors import SystemSettingsError
 from appliance.passwords import adopt_password, crypt_sha512
-from appliance.storage.files import atomic_file, fsync_dir
+from appliance.system.root import RootFiles
 
-log = logging.getLogger(__name__)
 
 ADMIN = "admin"
 WANTS = "etc/systemd/system/multi-user.target.wants"
@@ -72,7 +68,7 @@ def apply(config: Config, config_path: Path | None, root: Path = Path("/"), firs
     ``config_path`` is the file ``config`` came from: clear-text passwords are removed from it.
     ``first_boot`` also grows the root filesystem and then writes ``var/lib/appliance/first-boot.json``,
     once. Raises ``SystemSettingsError`` naming the file or key, and the fix."""
-    fs = _Root(Path(root), SystemReport())
+    fs = RootFiles(Path(root), SystemReport())
     system = config.system
     _set_timezone(fs, system.timezone)
     _set_hostname(fs, system.hostname)
@@ -104,7 +100,7 @@ def public_settings(system: SystemConfig) -> dict:
 
 # -- host name and time zone -------------------------------------------------------------------------
 
-def _set_hostname(fs: _Root, hostname: str) -> None:
+def _set_hostname(fs: RootFiles, hostname: str) -> None:
     fs.write("etc/hostname", f"{hostname}\n".encode())
     hosts = fs.read_text("etc/hosts", default=DEFAULT_HOSTS)
     fs.write("etc/hosts", hosts_with_hostname(hosts, hostname).encode())
@@ -132,7 +128,7 @@ def hosts_with_hostname(text: str, hostname: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _set_timezone(fs: _Root, name: str) -> None:
+def _set_timezone(fs: RootFiles, name: str) -> None:
     zone = fs.path("usr/share/zoneinfo") / name
     if not zone.is_file():
         raise SystemSettingsError(f"{zone}: no such file, so system.timezone = {name!r} is not a time zone here: "
@@ -143,7 +139,7 @@ def _set_timezone(fs: _Root, name: str) -> None:
 
 # -- Wi-Fi ---------------------------------------------------------------------------------------------
 
-def _set_wifi(fs: _Root, system: SystemConfig, config_path: Path | None) -> bool:
+def _set_wifi(fs: RootFiles, system: SystemConfig, config_path: Path | None) -> bool:
     """Write or remove the network and the service's link; True if either changed."""
     if not system.wifi_ssid:
         return fs.remove(WPA_LINK) | fs.remove(WPA_CONF)
@@ -186,7 +182,7 @@ def ssid_setting(ssid: str) -> str:
 
 # -- SSH and the admin password ------------------------------------------------------------------------
 
-def _set_ssh(fs: _Root, system: SystemConfig, run) -> bool:
+def _set_ssh(fs: RootFiles, system: SystemConfig, run) -> bool:
     """Keys, host keys and the service's link; True if the service was switched on or off."""
     keys = system.ssh_keys
     if not keys:
@@ -216,7 +212,7 @@ def _switch_services(run, switched: dict[str, bool]) -> None:
         _run(run, ["systemctl", "restart" if is_on else "stop", "--no-block", service])
 
 
-def _set_admin_password(fs: _Root, system: SystemConfig, config_path: Path | None) -> None:
+def _set_admin_password(fs: RootFiles, system: SystemConfig, config_path: Path | None) -> None:
     if not (system.admin_password or system.admin_password_hash):
         return  # nothing set: the password stays as it is
     _require_user(fs, "system.admin_password")
@@ -263,7 +259,7 @@ class _User:
     home: str  # relative to the root
 
 
-def _find_user(fs: _Root, name: str) -> _User | None:
+def _find_user(fs: RootFiles, name: str) -> _User | None:
     for line in fs.read_text("etc/passwd", default="").splitlines():
         fields = line.split(":")
         if fields[0] == name and len(fields) >= 6:
@@ -271,7 +267,7 @@ def _find_user(fs: _Root, name: str) -> _User | None:
     return None
 
 
-def _require_user(fs: _Root, key: str) -> _User:
+def _require_user(fs: RootFiles, key: str) -> _User:
     user = _find_user(fs, ADMIN)
     if user is None:
         raise SystemSettingsError(f"{fs.path('etc/passwd')}: no user {ADMIN!r}, whom {key} is for: "
@@ -281,7 +277,7 @@ def _require_user(fs: _Root, key: str) -> _User:
 
 # -- the first boot ------------------------------------------------------------------------------------
 
-def _grow_last_filesystem(fs: _Root, run) -> None:
+def _grow_last_filesystem(fs: RootFiles, run) -> None:
     """Grow the card's last partition to the end of the card (growpart), then its filesystem (resize2fs).
 
     That is the data partition mounted at /var/lib/appliance when the image has one (a read-only
@@ -310,7 +306,7 @@ def _grow_last_filesystem(fs: _Root, run) -> None:
         fs.note(f"{what} filesystem resized: {source}")
 
 
-def _record_first_boot(fs: _Root, config: Config) -> None:
+def _record_first_boot(fs: RootFiles, config: Config) -> None:
     """Written last and once: its presence says the first boot's work is done."""
     if fs.path(FIRST_BOOT_RECORD).exists():
         return
@@ -329,110 +325,3 @@ def _run(run, args: list[str], allowed=lambda result: False):
         raise SystemSettingsError(f"`{' '.join(args)}` failed (exit {result.returncode})"
                                   + (f": {output[-1]}" if output else ""))
     return result
-
-
-# -- writing under the root ----------------------------------------------------------------------------
-
-class _Root:
-    """Files, links and folders under a root folder, touched only when they differ, each change noted."""
-
-    def __init__(self, root: Path, report: SystemReport):
-        self.root, self.report = root, report
-        self.is_live = root.resolve() == Path("/")
-        self.is_root_user = os.geteuid() == 0
-
-    def path(self, relative: str) -> Path:
-        return self.root / relative
-
-    def note(self, change: str) -> None:
-        log.info("%s", change)
-        self.report.changed.append(change)
-
-    def warn(self, problem: str) -> None:
-        log.warning("%s", problem)
-        self.report.warnings.append(problem)
-
-    def read_text(self, relative: str, default: str) -> str:
-        try:
-            return self.path(relative).read_text()
-        except FileNotFoundError:
-            return default
-        except OSError as e:
-            raise self._error(self.path(relative), e, "read") from None
-
-    def write(self, relative: str, data: bytes, mode: int = 0o644, owner: tuple[int, int] | None = None,
-              label: str | None = None) -> bool:
-        """Write atomically with this mode (and owner, when running as root) unless it is so already."""
-        path, owner = self.path(relative), owner if self.is_root_user else None
-        if self._is_already(path, data, mode, owner):
-            return False
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_file(path, mode) as f:
-                os.fchmod(f.fileno(), mode)  # the umask must not loosen or tighten it
-                if owner:
-                    os.fchown(f.fileno(), *owner)
-                f.write(data)
-        except OSError as e:
-            raise self._error(path, e) from None
-        self.note(label or relative)
-        return True
-
-    def link(self, relative: str, target: str) -> bool:
-        """Make ``relative`` a symlink to ``target``, replacing whatever is there in one rename."""
-        path = self.path(relative)
-        if path.is_symlink() and os.readlink(path) == target:
-            return False
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            os.symlink(target, tmp)
-            os.replace(tmp, path)
-            fsync_dir(path.parent)
-        except OSError as e:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise self._error(path, e) from None
-        self.note(f"{relative} -> {target}")
-        return True
-
-    def remove(self, relative: str) -> bool:
-        path = self.path(relative)
-        if not (path.is_symlink() or path.exists()):
-            return False
-        try:
-            path.unlink()
-            fsync_dir(path.parent)
-        except OSError as e:
-            raise self._error(path, e, "removed") from None
-        self.note(f"{relative}: removed")
-        return True
-
-    def mkdir(self, relative: str, mode: int, owner: tuple[int, int] | None = None) -> None:
-        """A folder with this mode (and owner, when running as root)."""
-        path, owner = self.path(relative), owner if self.is_root_user else None
-        try:
-            if path.is_dir() and stat.S_IMODE(path.stat().st_mode) == mode and (
-                    owner is None or (path.stat().st_uid, path.stat().st_gid) == owner):
-                return
-            path.mkdir(parents=True, exist_ok=True)
-            os.chmod(path, mode)
-            if owner:
-                os.chown(path, *owner)
-        except OSError as e:
-            raise self._error(path, e) from None
-        self.note(f"{relative}/")
-
-    def _is_already(self, path: Path, data: bytes, mode: int, owner) -> bool:
-        try:
-            found = path.lstat()
-            return (stat.S_ISREG(found.st_mode) and stat.S_IMODE(found.st_mode) == mode
-                    and (owner is None or (found.st_uid, found.st_gid) == owner) and path.read_bytes() == data)
-        except OSError:
-            return False
-
-    def _error(self, path: Path, error: OSError, verb: str = "written") -> SystemSettingsError:
-        return SystemSettingsError(f"{path}: cannot be {verb} ({error.strerror or error}): run this as root (sudo), "
-                                   f"with {self.root} mounted read-write")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, send_file, url_for
 
-from appliance.storage.store import Filters
+from appliance.storage.filters import Filters
 from appliance.transfer.export import effective_label, stream_zip
 from appliance.web import deps
 

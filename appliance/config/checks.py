@@ -1,0 +1,127 @@
+"""Checks that need more than a type and a range: [system] values (host name, time zone, Wi-Fi, SSH
+keys, password hashes), pins that must not collide, Wi-Fi keys that only work together.
+
+A value check returns the value, perhaps normalised, or raises ``ValueError(problem)``; the loader
+turns that into a ``ConfigError`` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import TYPE_CHECKING
+
+from appliance.errors import ConfigError
+
+if TYPE_CHECKING:  # annotations only: the schema imports these checks
+    from appliance.config.schema import GpioConfig, SystemConfig
+
+SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+                 "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
+
+
+def valid_hostname(value: str) -> str:
+    name = value.lower()  # host names are case-insensitive (RFC 1123); the device's is kept lower-case
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", name):
+        raise ValueError(f"{value!r} is not a host name")
+    return name
+
+
+def valid_timezone(value: str) -> str:
+    # A path under /usr/share/zoneinfo, so no segment may be empty, "." or ".."
+    if len(value) > 100 or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z][A-Za-z0-9_+-]*)*", value):
+        raise ValueError(f"{value!r} is not a time zone name")
+    return value
+
+
+def valid_country(value: str) -> str:
+    if value and not re.fullmatch(r"[A-Za-z]{2}", value):
+        raise ValueError(f"{value!r} is not a two-letter country code")
+    return value.upper()
+
+
+def valid_ssid(value: str) -> str:
+    if len(value.encode()) > 32:
+        raise ValueError(f"{value!r} is {len(value.encode())} bytes long")
+    return value
+
+
+def valid_passphrase(value: str) -> str:
+    is_key = re.fullmatch(r"[0-9A-Fa-f]{64}", value)
+    is_text = 8 <= len(value) <= 63 and all(" " <= c <= "~" for c in value)
+    if value and not (is_key or is_text):
+        raise ValueError(f"the value ({len(value)} characters) is not a WPA passphrase")
+    return value
+
+
+def ssh_key_lines(text: str) -> list[str]:
+    """The key lines of an authorized_keys text: stripped, without blank lines and # comments."""
+    return [line.strip() for line in text.split("\n") if line.strip() and not line.strip().startswith("#")]
+
+
+def valid_ssh_keys(value: str) -> str:
+    for number, line in enumerate(ssh_key_lines(value), 1):
+        kind, *rest = line.split()
+        if kind not in SSH_KEY_TYPES:
+            raise ValueError(f"key {number} starts with {kind[:40]!r}, not a key type")
+        if not rest or not _names_key_type(rest[0], kind):
+            raise ValueError(f"key {number} ({kind}) is damaged or cut short: copy the whole line of the .pub file")
+    return value
+
+
+def _names_key_type(blob: str, kind: str) -> bool:
+    """An OpenSSH public key's base64 part is whole: length-prefixed fields, the first its own key type."""
+    try:
+        raw = base64.b64decode(blob, validate=True)
+    except ValueError:
+        return False
+    fields, at = [], 0
+    while at + 4 <= len(raw):
+        length = int.from_bytes(raw[at:at + 4], "big")
+        fields.append(raw[at + 4:at + 4 + length])
+        at += 4 + length
+    return at == len(raw) and len(fields) >= 2 and fields[0] == kind.encode()
+
+
+def valid_login_password(value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("the value has a control character (a line break, a tab)")
+    return value
+
+
+def valid_crypt_hash(value: str) -> str:
+    # Never a ':' or a line break: the hash goes into a field of /etc/shadow
+    if value and not re.fullmatch(r"\$[0-9a-z]+\$[A-Za-z0-9./$=,]+", value):
+        raise ValueError("the value is not a crypt(3) hash")
+    return value
+
+
+PIN_KEYS = ("status_led", "keep_led", "warning_led", "pause_button", "offload_button")
+I2C_PINS = (2, 3)  # SDA, SCL: the real-time clock's bus
+ID_EEPROM_PINS = (0, 1)  # reserved on every Pi for HAT identification
+
+
+def check_pins(gpio: GpioConfig, source) -> None:
+    """Each LED and button on its own usable pin; the I2C pins left free when a clock uses them."""
+    seen: dict[int, str] = {}
+    for key in PIN_KEYS:
+        pin = getattr(gpio, key)
+        allowed = "a BCM pin from 2 to 27 that no other [gpio] key uses" + (", not 2 or 3 (rtc = true)" if gpio.rtc else "")
+        if pin in ID_EEPROM_PINS:
+            raise ConfigError(source, f"gpio.{key}", f"BCM {pin} is reserved for HAT identification", allowed)
+        if gpio.rtc and pin in I2C_PINS:
+            raise ConfigError(source, f"gpio.{key}", f"BCM {pin} is an I2C pin, used by the real-time clock (gpio.rtc = true)",
+                              allowed)
+        if pin in seen:
+            raise ConfigError(source, f"gpio.{key}", f"BCM {pin} is already gpio.{seen[pin]}", allowed)
+        seen[pin] = key
+
+
+def check_system(system: SystemConfig, source) -> None:
+    """Wi-Fi settings that only work together."""
+    if system.wifi_ssid and not system.wifi_country:
+        raise ConfigError(source, "system.wifi_country", "required when system.wifi_ssid is set (Wi-Fi channels and power are regulated per country)",
+                          'a two-letter ISO 3166 code such as "NO", "GB" or "US"')
+    if system.wifi_passphrase and not system.wifi_ssid:
+        raise ConfigError(source, "system.wifi_passphrase", "set, but system.wifi_ssid is empty",
+                          "set wifi_ssid too, or leave wifi_passphrase empty")

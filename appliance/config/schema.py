@@ -1,0 +1,208 @@
+"""The config's schema: one frozen dataclass per section, each key with its default, its one line of
+documentation and its rules; what a key accepts, in words.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from appliance.config.checks import (SSH_KEY_TYPES, ssh_key_lines, valid_country, valid_crypt_hash, valid_hostname,
+                                     valid_login_password, valid_passphrase, valid_ssh_keys, valid_ssid, valid_timezone)
+
+DEVICE_CONFIG_PATH = Path("/boot/firmware/appliance.toml")
+
+
+def _key(default, doc, **rules):
+    """A config key: its default, one line of documentation, and its rules.
+
+    Rules: ``choices``, ``min``, ``max``, ``size``; ``check``, a function that returns the value
+    (perhaps normalised) or raises ``ValueError`` with the problem, with ``allowed`` saying in words
+    what it accepts; ``secret``, so that errors never echo the value."""
+    factory = {"default_factory": lambda: default} if isinstance(default, (dict, list)) else {"default": default}
+    return field(metadata={"doc": doc, **rules}, **factory)
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    backend: str = _key("picamera2", "Where frames come from: the Pi's camera, or a folder of images replayed as frames.",
+                        choices=("picamera2", "replay"))
+    fps: float = _key(5.0, "Frames per second asked of the camera; 0 replays as fast as the model keeps up.",
+                      min=0.0, max=120.0)
+    still_size: tuple[int, int] = _key((1920, 1080), "Width and height of the kept (main stream) image, in pixels.",
+                                       min=64, max=9152)
+    replay_dir: str = _key("/var/lib/appliance/replay", "Folder of images the replay camera plays (JPEG, PNG, BMP, WebP).")
+    replay_loop: bool = _key(True, "Start again from the first image after the last one.")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str = _key("/var/lib/appliance/models/mobilenet_v2_1.0_224_inat_bird_quant.tflite",
+                     "The TFLite classifier to run (see models/catalog.toml and `appliance models list`).")
+    labels: str = _key("", "A labels file; empty takes the labels embedded in the model.")
+    num_threads: int = _key(0, "CPU threads for inference; 0 uses every core but one, which is left for capture and writing.", min=0, max=64)
+    top_k: int = _key(5, "How many of the best labels each kept record stores.", min=1, max=100)
+    accelerator: str = _key("cpu", "cpu runs on the CPU; coral requires the Edge TPU; auto uses it when it is there.",
+                            choices=("cpu", "coral", "auto"))
+    on_accelerator_missing: str = _key("fallback", "With accelerator = coral and no TPU: run on the CPU (fallback) or refuse to start (stop).",
+                                       choices=("fallback", "stop"))
+    edgetpu_path: str = _key("", "The Edge TPU build of the model; empty looks for NAME_edgetpu.tflite beside the model.")
+
+
+@dataclass(frozen=True)
+class KeepConfig:
+    labels: tuple[str, ...] | None = _key(None, "Labels to keep: exact names or glob patterns such as \"*Owl*\"; unset takes the model's catalog rule, else [\"*\"].")
+    ignore: tuple[str, ...] | None = _key(None, "Labels never kept (\"anything except\"); unset takes the model's catalog rule, else [].")
+    min_score: float | None = _key(None, "Lowest score a target label needs; unset takes the model's catalog rule, else 0.5.",
+                                   min=0.0, max=1.0)
+    min_score_by_label: dict[str, float] = _key({}, "Per-label minimum scores: {\"PATTERN\" = SCORE}; the first matching pattern wins.",
+                                                min=0.0, max=1.0)
+    confirm_frames: int = _key(1, "A label must win this many of the last confirm_window frames before it is kept.", min=1, max=100)
+    confirm_window: int = _key(1, "How many recent frames confirmation looks at.", min=1, max=100)
+    cooldown_s: float = _key(0.0, "After keeping a label, do not keep the same label again for this long.", min=0.0, max=86400.0)
+    max_per_minute: int = _key(0, "Keep at most this many frames in any minute; 0 means no cap.", min=0, max=100000)
+    duplicate_max_distance: int = _key(-1, "Skip a keep whose image hash is within this many bits (of 64) of the last keep of its label; -1 turns it off.",
+                                       min=-1, max=64)
+    motion_gate: bool = _key(False, "Skip inference on frames that barely differ from the last classified one.")
+    motion_min_change: float = _key(0.02, "Mean change (0-1) below which a frame counts as static for the motion gate.",
+                                    min=0.0, max=1.0)
+    audit_one_in: int = _key(0, "Keep 1 in this many discarded frames, marked audit, to measure misses later; 0 turns it off.",
+                             min=0, max=1000000)
+    audit_budget_bytes: int = _key(100_000_000, "Most bytes audit keeps may use on the card.", min=0, size=True)
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    data_dir: str = _key("/var/lib/appliance/data", "Where kept images and the database live.")
+    quota_bytes: int = _key(0, "Most bytes kept images may use; 0 means no quota (the free-space floor still applies).", min=0, size=True)
+    min_free_bytes: int = _key(500_000_000, "Free space to leave on the data filesystem.", min=0, size=True)
+    when_full: str = _key("stop", "At the quota or floor: stop keeping, or evict the oldest items even if not yet offloaded or synced (never starred ones).",
+                          choices=("stop", "evict-oldest"))
+    jpeg_quality: int = _key(90, "JPEG quality of kept images.", min=10, max=100)
+    thumbnail_px: int = _key(320, "Longest side of each thumbnail, in pixels.", min=32, max=2048)
+    writer_queue: int = _key(8, "Keeps waiting to be written before new keeps are dropped (and counted).", min=1, max=1000)
+    after_offload: str = _key("keep", "After a USB offload: keep the images on the device, or delete those verified on the stick.",
+                              choices=("keep", "delete"))
+
+
+@dataclass(frozen=True)
+class StatusConfig:
+    runtime_dir: str = _key("/run/appliance", "Where live status is written; a tmpfs, never the SD card.")
+    interval_s: float = _key(1.0, "How often live status is written.", min=0.1, max=60.0)
+
+
+@dataclass(frozen=True)
+class GpioConfig:
+    enabled: str = _key("auto", "LEDs and buttons: auto uses them when the device has GPIO; on requires it; off never.",
+                        choices=("auto", "on", "off"))
+    pin_factory: str = _key("default", "default: the Pi's own pins (lgpio on Pi 5 and Bookworm); mock: gpiozero's MockFactory, for laptops and demos.",
+                            choices=("default", "mock"))
+    status_led: int = _key(17, "BCM pin of the green status LED (watching, paused, offloading).", min=0, max=27)
+    keep_led: int = _key(27, "BCM pin of the white LED that flashes once per keep.", min=0, max=27)
+    warning_led: int = _key(22, "BCM pin of the red warning LED (storage, faults, offload problems).", min=0, max=27)
+    pause_button: int = _key(5, "BCM pin of the pause button (to ground): press to pause or resume, hold to shut down.", min=0, max=27)
+    offload_button: int = _key(6, "BCM pin of the offload button (to ground): press to copy kept images to a USB stick.", min=0, max=27)
+    hold_to_shutdown_s: float = _key(3.0, "How long the pause button is held to shut the device down safely.", min=1.0, max=30.0)
+    fault_display_s: float = _key(30.0, "How long a fault's blink code shows before the appliance exits (systemd then restarts it).",
+                                  min=0.0, max=600.0)
+    rtc: bool = _key(False, "A DS3231 real-time clock is wired to I2C, so BCM 2 and 3 are reserved for it.")
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    host: str = _key("0.0.0.0", "Address the review page listens on; 0.0.0.0 is every network interface.")
+    port: int = _key(80, "Port of the review page (80 on the device, so http://HOSTNAME.local/ works).", min=1, max=65535)
+    password: str = _key("", "Password for the page and the sync API, in clear text: at first start it is hashed into password_hash and removed from this file.",
+                         secret=True)
+    password_hash: str = _key("", "The password's salted hash, written by the appliance; leave it empty and set password instead.",
+                              secret=True)
+
+
+@dataclass(frozen=True)
+class SystemConfig:
+    hostname: str = _key("appliance", "The device's name on the network (http://HOSTNAME.local/); upper case is taken as lower case.",
+                         check=valid_hostname, allowed="1 to 63 letters, digits and '-', not starting or ending with '-'")
+    timezone: str = _key("UTC", "Time zone of the device's clock and logs, from the tz database.",
+                         check=valid_timezone, allowed='a tz database name such as "Europe/Oslo" or "UTC"')
+    wifi_country: str = _key("", "Country whose radio rules the Wi-Fi obeys; required with wifi_ssid.",
+                             check=valid_country, allowed='"" or a two-letter ISO 3166 code such as "NO", "GB" or "US"')
+    wifi_ssid: str = _key("", "The Wi-Fi network to join; empty turns Wi-Fi off (Ethernet still works).",
+                          check=valid_ssid, allowed='"" or a name of 1 to 32 bytes')
+    wifi_passphrase: str = _key("", "The network's WPA2 passphrase; only the key derived from it is written to the device; empty for an open network.",
+                                check=valid_passphrase, secret=True,
+                                allowed='"", 8 to 63 printable ASCII characters, or 64 hex digits (the key itself)')
+    ssh_authorized_keys: str = _key("", "OpenSSH public keys that may log in as admin, one per line; SSH is on only when this is set.",
+                                    check=valid_ssh_keys, allowed='"" or lines that each start with ' + ", ".join(SSH_KEY_TYPES))
+    admin_password: str = _key("", "Password of admin, the console and SSH user, in clear text: `appliance system apply` hashes it into admin_password_hash and removes it from this file.",
+                               check=valid_login_password, secret=True, allowed="a string without control characters")
+    admin_password_hash: str = _key("", "The admin password's crypt(3) hash, written by the appliance; with both empty the password is left as it is.",
+                                    check=valid_crypt_hash, secret=True, allowed='"" or a crypt(3) hash such as "$6$salt$hash"')
+
+    @property
+    def ssh_keys(self) -> list[str]:
+        return ssh_key_lines(self.ssh_authorized_keys)
+
+
+@dataclass(frozen=True)
+class Config:
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    keep: KeepConfig = field(default_factory=KeepConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    status: StatusConfig = field(default_factory=StatusConfig)
+    web: WebConfig = field(default_factory=WebConfig)
+    gpio: GpioConfig = field(default_factory=GpioConfig)
+    system: SystemConfig = field(default_factory=SystemConfig)
+    source: str = field(default="<defaults>", compare=False)
+
+    def replace(self, **sections) -> Config:
+        """A copy with whole sections or single keys changed: ``replace(camera={"fps": 0})``."""
+        changed = {}
+        for name, value in sections.items():
+            current = getattr(self, name)
+            changed[name] = dataclasses.replace(current, **value) if isinstance(value, dict) else value
+        return dataclasses.replace(self, **changed)
+
+
+SECTIONS = {"camera": CameraConfig, "model": ModelConfig, "keep": KeepConfig,
+            "storage": StorageConfig, "status": StatusConfig, "web": WebConfig, "gpio": GpioConfig,
+            "system": SystemConfig}
+PATH_KEYS = {("camera", "replay_dir"), ("model", "path"), ("model", "labels"), ("model", "edgetpu_path"),
+             ("storage", "data_dir"), ("status", "runtime_dir")}
+
+
+def section_of(f):
+    for cls in SECTIONS.values():
+        if f in dataclasses.fields(cls):
+            return cls
+    raise LookupError(f.name)
+
+
+def describe_allowed(f) -> str:
+    """What a key accepts, in words: used in errors and in the README's reference."""
+    rules = f.metadata
+    kind = typing.get_type_hints(section_of(f))[f.name]
+    if "allowed" in rules:
+        return rules["allowed"]
+    if "choices" in rules:
+        return " or ".join(f'"{c}"' for c in rules["choices"])
+    names = {bool: "true or false", int: "a whole number", str: "a string", float: "a number",
+             float | None: "a number", tuple[int, int]: "[WIDTH, HEIGHT]",
+             tuple[str, ...] | None: "a list of strings", dict[str, float]: "a table of label = score",
+             }
+    text = 'a size: bytes, or a string such as "500 MB" or "2 GiB"' if rules.get("size") else names[kind]
+    if "min" in rules and "max" in rules:
+        text += f" from {rules['min']} to {rules['max']}"
+    elif "min" in rules:
+        text += f", at least {rules['min']}"
+    return text
+
+
+def iter_keys(config: Config | None = None):
+    """Yield ``(section, field, value)`` for every key, in file order; values from ``config``."""
+    config = config or Config()
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            yield section, f, getattr(getattr(config, section), f.name)

@@ -241,6 +241,7 @@ check "appliance-web.socket is active" test "$(on_card systemctl is-active appli
 check "the first-boot unit ran and succeeded" \
     test "$(on_card systemctl show -P Result appliance-firstboot.service)" = success
 check "first boot wrote its record" on_card test -s /var/lib/appliance/first-boot.json
+check "the docs are on the card beside the README (the config file points to them)" on_card test -s /opt/appliance/docs/configuration.md
 check "first boot applied the hostname" test "$(on_card hostname)" = appliance-test
 check "first boot applied the timezone" test "$(on_card readlink /etc/localtime)" = /usr/share/zoneinfo/Europe/Oslo
 check "first boot grew the root filesystem to the card (> 6 GB)" \

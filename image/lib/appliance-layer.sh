@@ -77,6 +77,8 @@ appliance_layer() {
     rm -rf "$ROOT/opt/appliance/wheels"
     in_root ln -sf /opt/appliance/venv/bin/appliance /usr/local/bin/appliance
     install -m 644 "$REPO/README.md" "$ROOT/opt/appliance/README.md"
+    install -d "$ROOT/opt/appliance/docs"
+    install -m 644 "$REPO"/docs/*.md "$ROOT/opt/appliance/docs/"
     # Prove the arm64 install imports and finds its runtime before going on.
     in_root /opt/appliance/venv/bin/python -c 'import appliance.inference.classifier, numpy, PIL, flask, sqlite_utils, gpiozero' ||
         die "the appliance does not import inside the image (see above)"
@@ -138,7 +140,7 @@ appliance_layer() {
         echo "# The camera's settings. Edit this file on any computer (it is on the SD card's boot partition),"
         echo "# put the card back and boot. A wrong key or value stops the camera with a message naming it"
         echo "# (the red LED blinks; the page and 'journalctl -u appliance' say which). Reference:"
-        echo "# /opt/appliance/README.md on the camera, or the README of the source."
+        echo "# /opt/appliance/docs/configuration.md on the camera, or docs/configuration.md of the source."
         echo
         "$HOST_APPLIANCE" config show "$config_in"
     } > "$WORK/appliance.toml" || die "the config ${CONFIG:-(defaults)} is not valid (see above)"

@@ -96,3 +96,7 @@ class DestinationError(ApplianceError, OSError):
 
 class PasswordMissing(ApplianceError, ValueError):
     """No password was given, and there is no terminal to ask for one."""
+
+
+class BenchmarkError(ApplianceError, RuntimeError):
+    """A benchmark cannot measure: a step it runs (the loop, the page, a sync) failed, or its input does not fit."""

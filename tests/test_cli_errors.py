@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import IMAGES, REPO
+from conftest import BIRD_MODEL, IMAGES, REPO
 
 from appliance.config import to_toml
 
@@ -84,3 +84,13 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(cli_env):
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=60) == 141
     assert stderr == ""
+
+
+def test_bench_over_photos_the_keep_rule_never_matches_names_the_option(tmp_path, cli_env):
+    photos = tmp_path / "no-birds"
+    photos.mkdir()
+    (photos / "hot_dog.jpg").write_bytes((IMAGES / "hot_dog.jpg").read_bytes())
+    result = subprocess.run([*APPLIANCE, "bench", "--model", str(BIRD_MODEL), "--images", str(photos),
+                             "--frames", "10", "--no-rss"], capture_output=True, text=True, env=cli_env, timeout=300)
+    assert "appliance bench: --images: " in _one_error_line(result)
+    assert "0 photos the keep rule matches" in result.stderr

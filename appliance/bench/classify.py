@@ -34,6 +34,7 @@ from appliance.bench import MIN_PAIRS
 from appliance.bench.common import interleaved, machine, median_of
 from appliance.cameras.replay import ReplayCamera, read_rgb, scale_like_isp
 from appliance.config import Config, to_toml
+from appliance.errors import BenchmarkError, ConfigError
 from appliance.inference.classifier import Classifier
 from appliance.pipeline.policy import KeepRule, Policy
 from appliance.service.app import Appliance
@@ -49,8 +50,8 @@ def run_benchmark(model_path, images_dir, frames=1000, num_threads=0, measure_rs
     classifier = Classifier.open(base.model)
     matching, other = _split_photos(classifier, base, images_dir)
     if not matching or not other:
-        raise SystemExit(f"bench needs photos that match the keep rule and photos that do not in {images_dir} "
-                         f"(found {len(matching)} matching, {len(other)} not)")
+        raise ConfigError("appliance bench", "--images", f"{images_dir} has {len(matching)} photos the keep rule "
+                          f"matches and {len(other)} it does not", "a folder with photos of both kinds")
     result = {"machine": machine()}
     bare = partial(_bare_fps, classifier, [f[0] for f in other + matching], frames)
     cases = {"loop_no_match": [other[i % len(other)] for i in range(frames)],
@@ -164,7 +165,7 @@ def _peak_rss_mb(base, images_dir) -> float:
         command = [sys.executable, "-m", "appliance", "run", "--config", str(config_path), "--once"]
         result = subprocess.run([sys.executable, "-c", _RSS_LAUNCHER, *command], capture_output=True, text=True)
         if result.returncode != 0:
-            raise RuntimeError(f"appliance run failed: {result.stderr[-2000:]}")
+            raise BenchmarkError(f"appliance run failed: {result.stderr[-2000:]}")
         return round(int(result.stdout) / 1024, 1)
 
 

@@ -38,6 +38,7 @@ from appliance.bench import MIN_PAIRS
 from appliance.bench.common import machine, percentiles
 from appliance.bench.web_data import AUTH, LABELS, RARE_LABEL, bench_config, fake_rows, insert_rows, jpeg_variants
 from appliance.bench.web_transfer import transfer_benchmark
+from appliance.errors import BenchmarkError
 from appliance.pipeline.writer import encode_jpeg
 from appliance.service.control import ControlClient
 from appliance.storage.filters import Filters
@@ -133,7 +134,7 @@ def _get_ms(client, url, headers=AUTH):
     response = client.get(url, headers=headers)
     elapsed_ms = (time.perf_counter() - started) * 1000
     if response.status_code != 200:
-        raise RuntimeError(f"GET {url} answered {response.status_code}: {response.text[:300]}")
+        raise BenchmarkError(f"GET {url} answered {response.status_code}: {response.text[:300]}")
     return response, elapsed_ms
 
 

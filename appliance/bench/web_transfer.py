@@ -19,6 +19,7 @@ from pathlib import Path
 from appliance.bench import MIN_PAIRS
 from appliance.bench.common import interleaved, median_of
 from appliance.bench.web_data import AUTH, PASSWORD, bench_config, fake_rows, insert_rows, jpeg_variants, write_config
+from appliance.errors import BenchmarkError
 from appliance.storage.store import Store, slug
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class _Server:
         self.url = self.process.stdout.readline().decode().strip()
         if not self.url:
             self.close()
-            raise RuntimeError(f"the web server did not start: {self.log_path.read_text()[-2000:]}")
+            raise BenchmarkError(f"the web server did not start: {self.log_path.read_text()[-2000:]}")
         # Warm up (imports, templates, the deliberately costly scrypt check of the password), then
         # restart the peak so that only what follows counts.
         with _open(self.url + "api/v1/captures?limit=1") as response:
@@ -182,7 +183,7 @@ def _sync_run(url: str, dest: Path) -> dict:
     result = subprocess.run([sys.executable, "-c", _SYNC, url, str(dest)], capture_output=True, text=True,
                             env=_child_env() | {"APPLIANCE_PASSWORD": PASSWORD})
     if result.returncode != 0:
-        raise RuntimeError(f"sync failed: {result.stderr[-2000:]}")
+        raise BenchmarkError(f"sync failed: {result.stderr[-2000:]}")
     report = json.loads(result.stdout)
     files = list(dest.glob("*/*.jpg"))
     size = sum(f.stat().st_size for f in files)

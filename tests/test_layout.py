@@ -47,3 +47,19 @@ def test_no_module_of_the_package_passes_400_lines():
     long = {str(p.relative_to(REPO)): n for p in Path(REPO / "appliance").rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 400}
     assert not long, f"split these along a seam they have: {long}"
+
+
+def test_every_public_error_class_lives_in_errors_py():
+    import ast
+
+    elsewhere = []
+    for path in (REPO / "appliance").rglob("*.py"):
+        if path.name == "errors.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                bases = {getattr(b, "id", getattr(b, "attr", "")) for b in node.bases}
+                if bases & {"Exception", "ApplianceError", "ValueError", "RuntimeError", "OSError"} or \
+                        node.name.endswith("Error"):
+                    elsewhere.append(f"{path.relative_to(REPO)}: {node.name}")
+    assert not elsewhere, f"move these to appliance/errors.py (one family): {elsewhere}"

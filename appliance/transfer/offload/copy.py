@@ -19,11 +19,11 @@ STICK_GONE = {errno.EIO, errno.ENODEV, errno.ENXIO, errno.ENOTCONN, errno.ECONNA
               errno.ESTALE, errno.ENOENT}
 
 
-class Stop(Exception):
+class _Stop(Exception):  # a signal inside the offload package: offload() turns it into its report
     """The stick cannot take more: full, pulled, vanished or read-only. ``str()`` says which."""
 
 
-class ItemFailed(Exception):
+class _ItemFailed(Exception):
     """This one item cannot be offloaded (its file on the device is unreadable); the rest go on."""
 
 
@@ -62,7 +62,7 @@ def copy_item(store, row, folder: Path, folders: dict[Path, dict[str, os.DirEntr
             target.parent.mkdir(parents=True, exist_ok=True)
             # A label cannot lead outside our folder, and neither can a symlink the stick holds.
             if not target.parent.resolve().is_relative_to(folder.resolve()):
-                raise Stop(f"unsafe name {export_name(row)!r}")
+                raise _Stop(f"unsafe name {export_name(row)!r}")
             with os.scandir(target.parent) as listing:
                 entries = folders[target.parent] = {entry.name: entry for entry in listing}
         there = entries.get(target.name)
@@ -72,19 +72,19 @@ def copy_item(store, row, folder: Path, folders: dict[Path, dict[str, os.DirEntr
     except FileNotFoundError:
         pass
     except OSError as e:
-        raise Stop(why(e)) from None
+        raise _Stop(why(e)) from None
     tmp = target.with_name(f".{target.name}{TMP_SUFFIX}")
     try:
         src = open(store.data_dir / row["image_path"], "rb")
     except OSError as e:
-        raise ItemFailed(f"cannot read {row['image_path']} on the device ({e.strerror})") from None
+        raise _ItemFailed(f"cannot read {row['image_path']} on the device ({e.strerror})") from None
     try:
         with src, open(tmp, "xb", opener=_no_follow) as out:  # x: never through a link the stick holds
             _copy_bytes(src, out, row["bytes"])
     except OSError as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise Stop(why(e)) from None
+        raise _Stop(why(e)) from None
     return Copy(row, target, tmp)
 
 

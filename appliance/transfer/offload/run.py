@@ -20,7 +20,7 @@ from pathlib import Path
 from appliance.clock import utc_compact, utc_iso
 from appliance.storage.files import fsync_dir, sha256_file
 from appliance.transfer.export import Manifest, export_name, label_dirname, manifest_row
-from appliance.transfer.offload.copy import Copy, ItemFailed, Stop, copy_item, remove_leftovers, stick_error, why
+from appliance.transfer.offload.copy import Copy, _ItemFailed, _Stop, copy_item, remove_leftovers, stick_error, why
 from appliance.transfer.offload.verify import read_back_sha256s, sync_stick
 
 log = logging.getLogger(__name__)
@@ -109,13 +109,13 @@ def offload(store, stick: Path, hostname: str | None = None, after_offload: str 
                 # If the stick's mount vanished, its mount point is an empty folder on the SD card:
                 # copying on would "succeed" there. Stop instead.
                 if os.stat(folder).st_dev != stick_device:
-                    raise Stop("the stick was removed (it is no longer mounted)")
+                    raise _Stop("the stick was removed (it is no longer mounted)")
                 in_flight.append((row, pool.submit(copy_item, store, row, folder, folders)))
             while in_flight and (row is None or len(in_flight) > COPY_THREADS):
                 done_row, copying = in_flight.popleft()
                 try:
                     batch.append(copying.result())
-                except ItemFailed as e:
+                except _ItemFailed as e:
                     report.failed.append((done_row["id"], str(e)))
                     continue
                 in_batch += done_row["bytes"]
@@ -128,11 +128,11 @@ def offload(store, stick: Path, hostname: str | None = None, after_offload: str 
         run.finish()
         manifest.close()
         fsync_dir(folder)
-    except (Stop, OSError) as e:
+    except (_Stop, OSError) as e:
         pool.shutdown(wait=True, cancel_futures=True)  # the copies under way finish (or fail) first
         batch += [copying.result() for _, copying in in_flight
                   if not copying.cancelled() and copying.exception() is None]
-        report.stopped_because = str(e) if isinstance(e, Stop) else why(e)
+        report.stopped_because = str(e) if isinstance(e, _Stop) else why(e)
         run.salvage(batch)  # what finished copying may still be made durable, verified and marked
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -227,7 +227,7 @@ class _Run:
                     item.target.unlink()
         self._unsynced = good
         if stopped:
-            raise Stop(stopped)
+            raise _Stop(stopped)
 
     def finish(self) -> None:
         """Wait for the batch being verified, make its renames durable, and mark what matched."""
@@ -251,7 +251,7 @@ class _Run:
         try:  # after the counting: a stick pulled now must not hide what was verified and marked
             self.manifest.add([manifest_row(item.row, export_name(item.row)) for item in good])
         except OSError as e:
-            raise Stop(why(e)) from None
+            raise _Stop(why(e)) from None
 
     def _mismatch(self, item) -> str:
         source = self.store.data_dir / item.row["image_path"]
@@ -269,7 +269,7 @@ class _Run:
                 self.hand_over(done)
                 self.finish()
             self.manifest.close()
-        except (Stop, OSError) as e:
+        except (_Stop, OSError) as e:
             log.info("offload: after the stop, nothing more could be verified (%s)", e)
             with contextlib.suppress(OSError):
                 self.manifest.close()

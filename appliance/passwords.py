@@ -13,11 +13,9 @@ import hmac
 import logging
 import secrets
 import string
-import warnings
 from pathlib import Path
 
 from appliance.config import remove_clear_text
-from appliance.errors import SystemSettingsError
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +70,74 @@ def adopt_password(web_config, config_path: Path | None) -> str:
     return password_hash
 
 
-def crypt_sha512(password: str, salt: str | None = None) -> str:
-    """crypt(3) for /etc/shadow; ``salt=None`` makes a new SHA-512 one, a full hash as ``salt`` re-hashes
-    with its salt (to compare). Python 3.11's crypt is deprecated, not yet gone."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            import crypt
-        except ImportError:  # pragma: no cover - Python 3.13 and later
-            raise SystemSettingsError("this Python has no crypt module to hash system.admin_password: set "
-                                      "admin_password_hash to the output of `mkpasswd -m sha-512` instead") from None
-    return crypt.crypt(password, salt or crypt.mksalt(crypt.METHOD_SHA512))
+def crypt_sha512(password: str, salt: str | None = None) -> str | None:
+    """crypt(3)'s SHA-512 (``$6$``) for /etc/shadow, as glibc and libxcrypt compute it.
+
+    ``salt=None`` makes a new salt; a full hash (or ``$6$[rounds=N$]SALT``) as ``salt`` hashes with its
+    salt and rounds, so the result equals that hash exactly when the password matches. Returns None
+    for another method's hash (``$y$`` yescrypt, ``$1$``…), which this module does not compute.
+    Written out (Drepper's "Unix crypt using SHA-256 and SHA-512") because Python 3.13 has no
+    ``crypt`` module."""
+    if salt is None:
+        salt = "$6$" + "".join(secrets.choice(_CRYPT_ALPHABET[2:]) for _ in range(16))
+    if not salt.startswith("$6$"):
+        return None
+    setting = salt[3:]
+    rounds, prefix = _SHA512_ROUNDS, "$6$"
+    if setting.startswith("rounds="):
+        count, _, setting = setting[len("rounds="):].partition("$")
+        if not count.isdigit():
+            return None
+        rounds = min(max(int(count), 1000), 999_999_999)
+        prefix += f"rounds={rounds}$"
+    salt_text = setting.split("$", 1)[0][:16]
+    digest = _sha512_crypt_digest(password.encode(), salt_text.encode(), rounds)
+    return prefix + salt_text + "$" + _crypt_base64(digest)
+
+
+_SHA512_ROUNDS = 5000
+_CRYPT_ALPHABET = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def _sha512_crypt_digest(key: bytes, salt: bytes, rounds: int) -> bytes:
+    def repeated(block: bytes, length: int) -> bytes:
+        return (block * (length // len(block) + 1))[:length]
+
+    alternate = hashlib.sha512(key + salt + key).digest()
+    a = hashlib.sha512(key + salt + repeated(alternate, len(key)))
+    length = len(key)
+    while length:  # each bit of the key's length, lowest first: 1 adds the alternate sum, 0 the key
+        a.update(alternate if length & 1 else key)
+        length >>= 1
+    result = a.digest()
+    p = repeated(hashlib.sha512(key * len(key)).digest(), len(key)) if key else b""
+    s = repeated(hashlib.sha512(salt * (16 + result[0])).digest(), len(salt)) if salt else b""
+    for i in range(rounds):
+        h = hashlib.sha512(p if i & 1 else result)
+        if i % 3:
+            h.update(s)
+        if i % 7:
+            h.update(p)
+        h.update(result if i & 1 else p)
+        result = h.digest()
+    return result
+
+
+def _crypt_base64(digest: bytes) -> str:
+    """crypt's own base-64 of the 64-byte digest, in its byte order: groups (i, i+21, i+42), rotated."""
+    out = []
+    for i in range(21):
+        group = (i, i + 21, i + 42)
+        b2, b1, b0 = group[i % 3:] + group[:i % 3]
+        out.append(_b64_from_24bit(digest[b2], digest[b1], digest[b0], 4))
+    out.append(_b64_from_24bit(0, 0, digest[63], 2))
+    return "".join(out)
+
+
+def _b64_from_24bit(b2: int, b1: int, b0: int, n: int) -> str:
+    w = (b2 << 16) | (b1 << 8) | b0
+    chars = []
+    for _ in range(n):
+        chars.append(_CRYPT_ALPHABET[w & 0x3F])
+        w >>= 6
+    return "".join(chars)

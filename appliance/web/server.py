@@ -38,17 +38,15 @@ def systemd_socket(environ=os.environ) -> socket.socket | None:
 
 def _listen_error(error: OSError | ValueError, host: str, port: int) -> WebServerError:
     """What to tell a person whose page cannot listen on ``host:port``."""
-    if isinstance(error, (socket.gaierror, ValueError)):
+    errno_ = getattr(error, "errno", None)
+    if isinstance(error, (socket.gaierror, ValueError)) or errno_ == errno.EADDRNOTAVAIL:
         return WebServerError(f"web.host: {host!r} is not an address of this machine: "
                               "use 0.0.0.0 (every interface), 127.0.0.1 (this machine only) or one of its addresses")
-    if error.errno == errno.EADDRINUSE:
+    if errno_ == errno.EADDRINUSE:
         return WebServerError(f"port {port} is in use: pass --port (or set web.port), or stop what listens there")
-    if error.errno == errno.EACCES:
+    if errno_ == errno.EACCES:
         return WebServerError(f"port {port} needs root: pass --port 8080 (on the device, "
                               "appliance-web.socket opens port 80)")
-    if error.errno == errno.EADDRNOTAVAIL:
-        return WebServerError(f"web.host: {host!r} is not an address of this machine: "
-                              "use 0.0.0.0 (every interface) or 127.0.0.1 (this machine only)")
     return WebServerError(f"cannot listen on {host}:{port}: {error.strerror or error}")
 
 

@@ -59,7 +59,8 @@ echo "camera-vm: the run script exited with status $?"
 sync
 umount /srv 2>/dev/null
 echo o > /proc/sysrq-trigger
-sleep 30'
+# Nothing from the disk from here on: its device is going away (a page-in would fail and kill init).
+while :; do :; done'
 
 # camera_vm_pip ROOT ARGS...: pip in the root's venv, natively. The build machine's CA bundle goes in
 # with it (PyPI may be reached through a proxy with its own CA); its pip config (local indexes) does not.

@@ -5,8 +5,9 @@ A backend subclasses ``Camera`` and must implement:
 * ``start()`` — open the device (or folder) and begin capturing; raise ``CameraError`` if it cannot.
 * ``frames()`` — yield ``Frame``s, blocking until each is ready; the iterator ends when the source is
   exhausted (a replay without looping) or after ``stop()``. Each frame's ``lores`` is RGB ``uint8`` at
-  ``lores_size`` (the whole field of view, area-averaged, as a camera's ISP scales it); its ``main`` is
-  the full-resolution image from the same capture.
+  ``lores_size`` (the whole field of view, area-averaged: by a camera's ISP, or by
+  ``convert.area_average`` where there is none); its ``main`` is the full-resolution image from the
+  same capture.
 * ``close()`` — release the device; safe to call twice.
 
 and may override ``stop()`` (make ``frames()`` end soon, from another thread) and ``describe()``.

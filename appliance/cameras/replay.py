@@ -2,8 +2,9 @@
 
 It is the camera on laptops, in CI and in the image's boot test. Each image is scaled to the model's
 input size the way a camera's ISP scales its ``lores`` stream — the whole field of view,
-area-averaged (Pillow's BOX filter), never nearest-neighbour, which changes what the model sees —
-and the original full-resolution image is the frame's ``main``. A file that is not a readable image is
+area-averaged (``convert.area_average``, the same function single-stream cameras make their lores
+with), never nearest-neighbour, which changes what the model sees — and the original
+full-resolution image is the frame's ``main``. A file that is not a readable image is
 skipped with a warning naming it; a folder with no images at all is a ``CameraError``.
 """
 
@@ -19,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from appliance.cameras import Camera
+from appliance.cameras.convert import area_average
 from appliance.errors import CameraError
 from appliance.pipeline.frames import ArrayImage, Frame
 
@@ -38,7 +40,7 @@ def read_rgb(path: Path) -> Image.Image:
 
 def scale_like_isp(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
     """The whole image area-averaged to ``size`` (width, height), as RGB ``uint8``."""
-    return np.asarray(image.resize(size, Image.Resampling.BOX))
+    return area_average(np.asarray(image), size)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,259 @@
+"""Camera pixel formats to RGB, and the area average that scales a whole frame to the model's size.
+
+``area_average`` is how every camera without an ISP-made ``lores`` stream makes one: the replay
+camera from its photos, and single-stream cameras (USB webcams, libcamera's virtual camera) from
+``main``. Each pixel of the frame counts once, in the output pixel whose box holds its centre
+(``(2x + 1) * out // (2 * in)``, so a centre on an edge counts in the later box), and each output
+pixel is the mean of its pixels, rounded half up; enlarging, an output pixel takes the pixel its
+centre falls in. That is Pillow's BOX filter, except that Pillow rounds after each of its two passes
+(the two then differ by one level at some pixels) and decides a centre that lies exactly on an edge
+in floating point (it may put that row or column in the other box).
+
+YUV frames are averaged plane by plane and converted at the model's size: converting 2 million
+pixels to RGB first would cost far more than the averaging. Chroma is averaged over the luma's
+boxes, each sample counting once for each luma pixel it covers, so the result is the average of the
+RGB frame but for rounding, and for the pixels whose YUV lies outside RGB after chroma subsampling
+(at sharp saturated edges), which converting first clips one by one and this clips only as means.
+
+Formats and array shapes are picamera2's (``CompletedRequest.make_array``):
+
+* ``BGR888``, ``RGB888``: (h, w, 3), [R, G, B] and [B, G, R] in memory (libcamera names packed RGB by
+  its 32-bit word); ``XBGR8888``, ``XRGB8888``: (h, w, 4) likewise, with a fourth byte.
+* ``YUV420``, ``YVU420``: (h * 3 / 2, stride): h rows of Y, then the U and V planes (V and U), each
+  h / 2 rows of stride / 2 bytes, so two chroma rows share one array row.
+* ``NV12``, ``NV21``: (h * 3 / 2, w): h rows of Y, then h / 2 rows of interleaved U, V (V, U).
+* ``YUYV``, ``YVYU``, ``UYVY``, ``VYUY``: (h, stride / 2, 2): 4:2:2, the bytes of each pixel pair in
+  the order the name gives.
+* ``MJPEG``: (h, w, 3) RGB, or (h, w) grey: make_array has already decoded it with Pillow.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import lru_cache
+
+import numpy as np
+
+from appliance.errors import CameraError
+
+# Indexes of R, G, B in each packed RGB format.
+RGB_CHANNELS = {"BGR888": [0, 1, 2], "RGB888": [2, 1, 0], "XBGR8888": [0, 1, 2], "XRGB8888": [2, 1, 0]}
+# Where Y, U and V sit: planar 4:2:0, semi-planar 4:2:0 (chroma interleaved), packed 4:2:2 (byte order).
+_PLANAR = {"YUV420": "UV", "YVU420": "VU"}
+_SEMI_PLANAR = {"NV12": "UV", "NV21": "VU"}
+_PACKED = {"YUYV": "YUYV", "YVYU": "YVYU", "UYVY": "UYVY", "VYUY": "VYUY"}
+FORMATS = (*RGB_CHANNELS, *_PLANAR, *_SEMI_PLANAR, *_PACKED, "MJPEG")
+KR_KB = {"Rec601": (0.299, 0.114), "Rec709": (0.2126, 0.0722), "Rec2020": (0.2627, 0.0593)}
+
+
+def ycbcr_of(*colour_spaces) -> tuple[str, bool]:
+    """The YCbCr matrix (Rec601, Rec709, Rec2020) and whether it is full range, from the first libcamera
+    ColorSpace that names one; Rec601 at studio levels (16-235) when none does."""
+    for colour_space in colour_spaces:
+        encoding = str(getattr(colour_space, "ycbcrEncoding", ""))
+        for name in KR_KB:
+            if name in encoding:
+                return name, "Full" in str(getattr(colour_space, "range", ""))
+    return "Rec601", False
+
+
+# --- The area average ------------------------------------------------------------------------------
+
+@lru_cache(maxsize=64)
+def _bins(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each output pixel's first input pixel and how many it averages, along one axis."""
+    if n_out >= n_in:  # enlarging: the pixel the output pixel's centre falls in
+        return (2 * np.arange(n_out) + 1) * n_in // (2 * n_out), np.ones(n_out, np.intp)
+    owner = (2 * np.arange(n_in) + 1) * n_out // (2 * n_in)
+    return np.searchsorted(owner, np.arange(n_out)), np.bincount(owner, minlength=n_out)
+
+
+@lru_cache(maxsize=64)
+def _row_order(n_in: int, n_out: int) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """Output rows ordered by how many input rows they sum, most first (so the rows that have a k-th
+    input row are a prefix); how many have each; and the order's inverse."""
+    starts, counts = _bins(n_in, n_out)
+    order = np.argsort(-counts, kind="stable")
+    return starts[order], [int((counts > k).sum()) for k in range(int(counts.max()))], np.argsort(order)
+
+
+@lru_cache(maxsize=64)
+def _column_taps(columns: int, grid_columns: int, n_out: int, rows: int, dtype) -> list:
+    """How the column pass adds up each output pixel: (span, flat indexes of its sums of ``span`` adjacent
+    columns, weight of each (None: all 1)) for each power of two in its column count. On a grid twice as
+    wide as the array (chroma on the luma's bins), the columns inside a bin count twice and a column
+    half inside it once."""
+    starts, counts = _bins(grid_columns, n_out)
+    if columns == grid_columns:
+        segments = [(starts, counts, 1)]
+    else:
+        ends = starts + counts
+        inside = (starts + 1) // 2
+        segments = [(inside, ends // 2 - inside, 2), (starts // 2, np.ones_like(starts), starts % 2),
+                    ((ends - 1) // 2, np.ones_like(starts), ends % 2)]
+    taps = []
+    for first, count, weight in segments:
+        offsets = np.zeros(n_out, np.intp)
+        for bit in reversed(range(int(count.max()).bit_length())):
+            span = 1 << bit
+            weights = ((count & span) != 0) * weight
+            if weights.any():
+                index = (np.arange(rows)[:, None] * columns + (first + offsets)[None, :]).reshape(-1)
+                taps.append((span, index, None if (weights == 1).all() else np.tile(weights, rows).astype(dtype)))
+                offsets = offsets + (weights != 0) * span
+    return taps
+
+
+@lru_cache(maxsize=64)
+def _counts(rows: int, columns: int, size: tuple[int, int], channels: int) -> np.ndarray:
+    """How many pixels each output value averages, (height, width, channels) as float64."""
+    counts = np.multiply.outer(_bins(rows, size[1])[1], _bins(columns, size[0])[1]).astype(np.float64)
+    return np.repeat(counts[..., None], channels, axis=-1)
+
+
+def _area_sums(array: np.ndarray, size: tuple[int, int], grid: tuple[int, int]) -> np.ndarray:
+    """The exact sum of each output pixel's input pixels, (height, width, channels) of uint16 or uint32.
+
+    ``grid`` (rows, columns) is the pixel grid the bins are drawn on: ``array``'s own, or, for chroma
+    subsampled 2:1, the luma's, each chroma sample counting once for each luma pixel it covers."""
+    width, height = size
+    rows, columns = grid
+    row_step = rows // array.shape[0]
+    channels = array.shape[2] if array.ndim == 3 else 1
+    row_counts, column_counts = _bins(rows, height)[1], _bins(columns, width)[1]
+    dtype = np.uint16 if int(row_counts.max()) * int(column_counts.max()) * 255 < 2**16 else np.uint32
+    # Rows: the rows every output row has are gathered into one block and summed there (each output row
+    # in cache); the output rows are ordered so that those with one more input row are a prefix, which
+    # gets it in one slice. The order is undone on the result.
+    starts, having, inverse = _row_order(rows, height)
+    common = having.count(height)
+    block = array[((starts[:, None] + np.arange(common)) // row_step).reshape(-1)]
+    sums = np.add.reduce(block.reshape((height, common) + array.shape[1:]), axis=1, dtype=dtype)
+    for k, count in enumerate(having[common:], common):
+        np.add(sums[:count], array[(starts[:count] + k) // row_step], out=sums[:count], dtype=dtype)
+    # A pair of 16-bit sums (chroma's U and V) packs into one 32-bit number, and adding those never
+    # carries from one into the other: the column pass then treats the pair as one channel.
+    is_packed = channels == 2 and dtype == np.uint16 and sys.byteorder == "little"
+    if is_packed:
+        sums, dtype, channels = sums.view(np.uint32), np.uint32, 1
+    # Columns: the row sums added to themselves shifted by 1, 2, 4… columns give the sums of that many
+    # adjacent columns (flat, so each add is one contiguous pass; no sum that is read crosses the end of
+    # a row); each output pixel then reads one of these per bit of its count.
+    taps = _column_taps(array.shape[1], columns, width, height, dtype)
+    windows = {1: sums.reshape(-1)}
+    while 2 * max(windows) <= max(span for span, _, _ in taps):
+        span = max(windows)
+        windows[2 * span] = windows[span][:-span * channels] + windows[span][span * channels:]
+    total = np.empty((height * width, channels), dtype)
+    for i, (span, index, weights) in enumerate(taps):
+        for channel in range(channels):
+            tap = windows[span].take(index * channels + channel if channels > 1 else index, mode="clip")
+            if weights is not None:
+                tap *= weights
+            if i == 0:
+                total[:, channel] = tap
+            else:
+                total[:, channel] += tap
+    if is_packed:
+        packed, total = total[:, 0], np.empty((height * width, 2), np.uint16)
+        total[:, 0], total[:, 1] = packed & 0xFFFF, packed >> 16
+    return total.reshape(height, width, -1)[inverse]
+
+
+def area_mean(array: np.ndarray, size: tuple[int, int], grid: tuple[int, int] | None = None) -> np.ndarray:
+    """``array`` (rows, columns[, channels]) of uint8 averaged to ``size`` (width, height), unrounded
+    (float64). ``grid`` (rows, columns), twice ``array``'s along an axis, averages subsampled chroma over
+    the luma's bins, as if each sample were repeated to fill its luma pixels (see ``_area_sums``)."""
+    grid = tuple(grid or array.shape[:2])
+    sums = _area_sums(array, tuple(size), grid)
+    mean = sums / _counts(grid[0], grid[1], tuple(size), sums.shape[-1])
+    return mean if array.ndim == 3 else mean[..., 0]
+
+
+def area_average(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``array`` (rows, columns[, channels]) of uint8 averaged to ``size`` (width, height) as uint8: the
+    whole frame, each output pixel the mean of the pixels whose centres fall in its box, rounded half up."""
+    return np.floor(area_mean(array, size) + 0.5).astype(np.uint8)
+
+
+# --- Formats to RGB --------------------------------------------------------------------------------
+
+def yuv_to_rgb(y, u, v, encoding: str = "Rec601", full_range: bool = False) -> np.ndarray:
+    """RGB uint8 (h, w, 3) from Y, U (Cb) and V (Cr) planes; chroma at half Y's width (and height) is
+    repeated to fill it. ``encoding`` is the YCbCr matrix, ``full_range`` false for video's 16-235
+    levels and true for JPEG's 0-255."""
+    kr, kb = KR_KB[encoding]
+    luma, chroma, black = (1.0, 1.0, 0.0) if full_range else (255.0 / 219.0, 255.0 / 224.0, 16.0)
+    # R = Y' + 2(1 - kr) V', B = Y' + 2(1 - kb) U', G = Y' - (2 kb (1 - kb) U' + 2 kr (1 - kr) V') / kg,
+    # with Y' = (Y - black) * luma and U', V' = (U or V - 128) * chroma.
+    kg = 1.0 - kr - kb
+    y = np.asarray(y, np.float32) * luma - black * luma
+    u, v = (_fill(np.asarray(c, np.float32), y.shape) - 128.0 for c in (u, v))
+    rgb = np.empty(y.shape + (3,), np.float32)
+    np.add(y, v * (2.0 * (1.0 - kr) * chroma), out=rgb[..., 0])
+    np.add(y, u * (2.0 * (1.0 - kb) * chroma), out=rgb[..., 2])
+    np.subtract(y, u * (2.0 * kb * (1.0 - kb) * chroma / kg) + v * (2.0 * kr * (1.0 - kr) * chroma / kg),
+                out=rgb[..., 1])
+    np.clip(rgb, 0.0, 255.0, out=rgb)
+    return np.rint(rgb, out=rgb).astype(np.uint8)
+
+
+def _fill(chroma: np.ndarray, shape) -> np.ndarray:
+    """Subsampled chroma repeated to the luma's shape."""
+    if chroma.shape[0] != shape[0]:
+        chroma = chroma.repeat(2, axis=0)[:shape[0]]
+    if chroma.shape[1] != shape[1]:
+        chroma = chroma.repeat(2, axis=1)[:, :shape[1]]
+    return chroma
+
+
+def yuv_planes(array: np.ndarray, fmt: str, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The Y plane (h, w) and the chroma (h or h / 2, w / 2, 2) in U, V order of a YUV ``array`` shaped as
+    picamera2 returns it (see above): views, but for planar formats' chroma."""
+    width, height = size
+    if fmt in _PLANAR:
+        stride = array.shape[1]
+        flat = array.reshape(-1)
+        c_rows, c_stride = height // 2, stride // 2
+        y = flat[:height * stride].reshape(height, stride)[:, :width]
+        chroma = np.stack([flat[height * stride + i * c_rows * c_stride:][:c_rows * c_stride]
+                           .reshape(c_rows, c_stride)[:, :width // 2] for i in (0, 1)], axis=-1)
+        return y, chroma if _PLANAR[fmt] == "UV" else chroma[..., ::-1]
+    if fmt in _SEMI_PLANAR:
+        chroma = array[height:height + height // 2, :width].reshape(height // 2, width // 2, 2)
+        return array[:height, :width], chroma if _SEMI_PLANAR[fmt] == "UV" else chroma[..., ::-1]
+    if fmt in _PACKED:
+        order = _PACKED[fmt]  # the bytes of each pair of pixels, e.g. YUYV: Y0 U Y1 V
+        pairs = array[:, :width].reshape(height, width // 2, 4)
+        u, v = order.index("U"), order.index("V")
+        chroma = pairs[..., min(u, v)::2]
+        return pairs.reshape(height, width, 2)[..., order.index("Y") % 2], chroma if u < v else chroma[..., ::-1]
+    raise CameraError(f"the camera delivers {fmt}, which this appliance cannot convert to RGB (it reads "
+                      f"{', '.join(FORMATS)})")
+
+
+def to_rgb(array: np.ndarray, fmt: str, size: tuple[int, int], ycbcr=("Rec601", False)) -> np.ndarray:
+    """The whole frame as RGB uint8 (h, w, 3); ``ycbcr`` is ``ycbcr_of``'s answer for YUV formats. It shares
+    no memory with ``array`` unless ``array`` already is RGB (BGR888: make_array's copy is used as it is)."""
+    if fmt in RGB_CHANNELS:
+        channels = RGB_CHANNELS[fmt]
+        if channels == [0, 1, 2] and array.shape[2] == 3:
+            return np.ascontiguousarray(array, dtype=np.uint8)
+        return np.ascontiguousarray(array[..., channels], dtype=np.uint8)
+    if fmt == "MJPEG":  # decoded by Pillow: RGB, or grey from a grey JPEG
+        return np.array(np.stack([array] * 3, axis=-1) if array.ndim == 2 else array, np.uint8)
+    y, chroma = yuv_planes(array, fmt, size)
+    return yuv_to_rgb(y, chroma[..., 0], chroma[..., 1], *ycbcr)
+
+
+def lores_of(array: np.ndarray, fmt: str, size: tuple[int, int], lores_size: tuple[int, int],
+             ycbcr=("Rec601", False)) -> np.ndarray:
+    """The whole frame area-averaged to ``lores_size`` as RGB uint8: RGB formats are averaged as they
+    are (exactly as the replay camera averages a photo); YUV ones plane by plane, then converted."""
+    if fmt in RGB_CHANNELS:  # averaging commutes with the order of the channels: reorder the small image
+        return area_average(array[..., :3], lores_size)[..., RGB_CHANNELS[fmt]]
+    if fmt == "MJPEG":
+        return area_average(array if array.ndim == 3 else to_rgb(array, fmt, size), lores_size)
+    y, chroma = yuv_planes(array, fmt, size)
+    chroma = area_mean(chroma, lores_size, grid=y.shape)
+    return yuv_to_rgb(area_mean(y, lores_size), chroma[..., 0], chroma[..., 1], *ycbcr)

@@ -27,9 +27,11 @@ def _key(default, doc, **rules):
 
 @dataclass(frozen=True)
 class CameraConfig:
-    backend: str = _key("picamera2", "Where frames come from: the Pi's camera, or a folder of images replayed as frames.",
+    backend: str = _key("picamera2", "Where frames come from: a camera through picamera2 (a Raspberry Pi camera, a USB webcam), or a folder of images replayed as frames.",
                         choices=("picamera2", "replay"))
-    fps: float = _key(5.0, "Frames per second asked of the camera; 0 replays as fast as the model keeps up.",
+    index: int = _key(0, "Which camera, when several are connected: 0 is the first in picamera2's order (Raspberry Pi cameras before USB ones).",
+                      min=0, max=15)
+    fps: float = _key(5.0, "Frames per second asked of the camera; 0 lets it run free (up to 30 fps, slower in dim light) and replays as fast as the model keeps up.",
                       min=0.0, max=120.0)
     still_size: tuple[int, int] = _key((1920, 1080), "Width and height of the kept (main stream) image, in pixels.",
                                        min=64, max=9152)

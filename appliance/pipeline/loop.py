@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 _END = object()
 _FRAME_QUEUE = 2  # enough to overlap capture with inference; more only adds latency
+# The most frames the loop holds unreleased at once: the queue's, the one the capture thread waits to
+# put in it, and the one being processed. A camera that lends its buffers needs more than that.
+FRAMES_HELD = _FRAME_QUEUE + 2
 _WAKE_S = 1.0  # the loop wakes at least this often, so its heartbeat stays fresh while idle
 
 

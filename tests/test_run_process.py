@@ -73,3 +73,40 @@ def test_run_with_a_bad_config_prints_one_line_and_exits_two(tmp_path, cli_env):
     assert result.returncode == 2
     assert result.stderr.strip() == (f'appliance: error: {bad}: model.accelerator: \'tpu\' is not allowed, '
                                      'allowed: "cpu" or "coral" or "auto"')
+
+
+def test_a_camera_that_fails_to_start_is_on_the_status_while_its_fault_shows(tmp_path, make_config, cli_env):
+    """The status (and so the page) names the camera's problem as soon as the LEDs show its fault,
+    and still does after the loop has given up (systemd then restarts it)."""
+    empty = tmp_path / "no-photos"
+    empty.mkdir()  # the replay camera opens, then fails to start: as a camera that is not there
+    config = make_config(camera={"replay_dir": str(empty)},
+                         gpio={"enabled": "on", "pin_factory": "mock", "fault_display_s": 2.0})
+    config_path = tmp_path / "appliance.toml"
+    config_path.write_text(to_toml(config))
+    child = subprocess.Popen([sys.executable, "-m", "appliance", "run", "--config", str(config_path)],
+                             env=cli_env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    status_path = tmp_path / "run" / "status.json"
+    try:
+        while child.poll() is None and not _shows_camera_fault(_read_json(status_path)):
+            time.sleep(0.05)
+        shown = _read_json(status_path)
+        is_still_running = child.poll() is None
+        _, stderr = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert is_still_running, f"the status showed no camera fault while the LEDs did: {stderr}"
+    assert "nothing to play" in shown["camera"]["problem"]
+    assert child.returncode != 0 and "nothing to play" in stderr
+    assert json.loads(status_path.read_text())["camera"]["problem"] == shown["camera"]["problem"]
+
+
+def _read_json(path):
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _shows_camera_fault(status):
+    return bool(status and status["camera"].get("problem") and status["leds"].get("warning") == "blink code 2")

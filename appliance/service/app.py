@@ -64,6 +64,7 @@ class Appliance:
         self.usb_by_id = Path(usb_by_id)
         self.is_shutdown_requested = False
         self.started_s = time.monotonic()
+        self.camera_problem: str | None = None  # why the camera failed, for the status and the page
         self._stack = ExitStack()
         # The pins first: if anything after this fails, the LEDs can still say what.
         self.button_events: queue.Queue = queue.Queue()
@@ -126,6 +127,8 @@ class Appliance:
             self.loop.run()
         except ApplianceError as e:
             self.panel_controller.close()  # its polling would otherwise replace the fault's code
+            if isinstance(e, CameraError):  # the status (and the page) says why while the LEDs show it
+                self.camera_problem = str(e)
             self._show_fault(e)
             raise
 
@@ -247,7 +250,8 @@ class Appliance:
                         "quota_bytes": storage.quota_bytes, "min_free_bytes": storage.min_free_bytes,
                         "when_full": storage.when_full, "writer_backlog": self.writer.backlog,
                         "level": self.storage_level(free_bytes)},
-            "camera": {"backend": self.config.camera.backend, "description": self.camera.describe()},
+            "camera": {"backend": self.config.camera.backend, "description": self.camera.describe(),
+                       "problem": self.camera_problem},
             "model": {"name": self.model.name, "path": str(self.classifier.model_path), "sha256": self.model.sha256,
                       "input_size": list(self.classifier.input_size), "runtime": self.classifier.runtime,
                       "labels": len(self.classifier.labels)},

@@ -43,8 +43,9 @@
       const value = get(view, el.dataset.field);
       el.textContent = (formats[el.dataset.format] || formats.text)(value);
     }
-    const problem = root.querySelector('[data-field="loop.accelerator.problem"]');
-    if (problem && problem.textContent === "—") problem.textContent = "";
+    for (const problem of root.querySelectorAll('.warning[data-field$=".problem"]')) {
+      if (problem.textContent === "—") problem.textContent = "";
+    }
     const keep = status.loop && status.loop.last_keep;
     const thumb = document.getElementById("last-keep-thumb");
     if (keep && keep.id) {

@@ -252,7 +252,7 @@ def test_lores_from_a_one_stream_camera_is_the_replay_cameras_scaling_of_its_mai
         assert np.array_equal(lores, replayed)
     else:  # YUV is averaged, then converted: equal but where main's pixels were rounded or clipped one by one
         difference = np.abs(lores.astype(int) - replayed)
-        assert difference.mean() < 0.25 and np.mean(difference > 2) < 0.005
+        assert difference.mean() < 0.4 and np.mean(difference > 2) < 0.005
 
 
 def test_a_camera_that_offers_no_format_this_appliance_reads_is_refused_before_configure():

@@ -2,18 +2,17 @@
 
 ``area_average`` is how every camera without an ISP-made ``lores`` stream makes one: the replay
 camera from its photos, and single-stream cameras (USB webcams, libcamera's virtual camera) from
-``main``. Each pixel of the frame counts once, in the output pixel whose box holds its centre
-(``(2x + 1) * out // (2 * in)``, so a centre on an edge counts in the later box), and each output
-pixel is the mean of its pixels, rounded half up; enlarging, an output pixel takes the pixel its
-centre falls in. That is Pillow's BOX filter, except that Pillow rounds after each of its two passes
-(the two then differ by one level at some pixels) and decides a centre that lies exactly on an edge
-in floating point (it may put that row or column in the other box).
+``main``. It is Pillow's BOX filter: each pixel of the frame counts once, in the output pixel whose
+box holds its centre, and each output pixel is the mean of its pixels (enlarging, an output pixel
+takes the pixel its centre falls in).
 
-YUV frames are averaged plane by plane and converted at the model's size: converting 2 million
-pixels to RGB first would cost far more than the averaging. Chroma is averaged over the luma's
-boxes, each sample counting once for each luma pixel it covers, so the result is the average of the
-RGB frame but for rounding, and for the pixels whose YUV lies outside RGB after chroma subsampling
-(at sharp saturated edges), which converting first clips one by one and this clips only as means.
+YUV frames are averaged plane by plane, with ``area_mean``: the exact means of the same boxes
+(Pillow's own arithmetic, done the same way here, decides a centre that lies on an edge), unrounded,
+converted to RGB at the model's size. Converting 2 million pixels first would cost far more. Chroma
+is averaged over the luma's boxes, each sample counting once for each luma pixel it covers, so the
+result is the average of the RGB frame but for rounding, and for the pixels whose YUV lies outside
+RGB after chroma subsampling (at sharp saturated edges), which converting first clips one by one and
+this clips only as means.
 
 Formats and array shapes are picamera2's (``CompletedRequest.make_array``):
 
@@ -33,6 +32,7 @@ import sys
 from functools import lru_cache
 
 import numpy as np
+from PIL import Image
 
 from appliance.errors import CameraError
 
@@ -61,11 +61,19 @@ def ycbcr_of(*colour_spaces) -> tuple[str, bool]:
 
 @lru_cache(maxsize=64)
 def _bins(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each output pixel's first input pixel and how many it averages, along one axis."""
-    if n_out >= n_in:  # enlarging: the pixel the output pixel's centre falls in
-        return (2 * np.arange(n_out) + 1) * n_in // (2 * n_out), np.ones(n_out, np.intp)
-    owner = (2 * np.arange(n_in) + 1) * n_out // (2 * n_in)
-    return np.searchsorted(owner, np.arange(n_out)), np.bincount(owner, minlength=n_out)
+    """Each output pixel's first input pixel and how many it averages, along one axis: the pixels
+    Pillow's BOX filter weighs for it (libImaging/Resample.c, precompute_coeffs, its double arithmetic
+    done the same way here, so that even a centre on an edge falls where Pillow puts it)."""
+    scale = n_in / n_out
+    filter_scale = max(scale, 1.0)
+    support = 0.5 * filter_scale
+    centre = (np.arange(n_out) + 0.5) * scale
+    first = np.maximum((centre - support + 0.5).astype(np.intp), 0)  # C's (int): towards zero
+    last = np.minimum((centre + support + 0.5).astype(np.intp), n_in)
+    x = first[:, None] + np.arange(int(np.ceil(support)) * 2 + 1)
+    position = ((x - centre[:, None]) + 0.5) * (1.0 / filter_scale)
+    inside = (x < last[:, None]) & (position > -0.5) & (position <= 0.5)
+    return x[np.arange(n_out), inside.argmax(axis=1)], inside.sum(axis=1)
 
 
 @lru_cache(maxsize=64)
@@ -161,9 +169,10 @@ def _area_sums(array: np.ndarray, size: tuple[int, int], grid: tuple[int, int]) 
 
 
 def area_mean(array: np.ndarray, size: tuple[int, int], grid: tuple[int, int] | None = None) -> np.ndarray:
-    """``array`` (rows, columns[, channels]) of uint8 averaged to ``size`` (width, height), unrounded
-    (float64). ``grid`` (rows, columns), twice ``array``'s along an axis, averages subsampled chroma over
-    the luma's bins, as if each sample were repeated to fill its luma pixels (see ``_area_sums``)."""
+    """``array`` (rows, columns[, channels]) of uint8 averaged to ``size`` (width, height): the exact,
+    unrounded (float64) means of ``area_average``'s boxes. ``grid`` (rows, columns), twice ``array``'s
+    along an axis, averages subsampled chroma over the luma's boxes, as if each sample were repeated to
+    fill its luma pixels (see ``_area_sums``)."""
     grid = tuple(grid or array.shape[:2])
     sums = _area_sums(array, tuple(size), grid)
     mean = sums / _counts(grid[0], grid[1], tuple(size), sums.shape[-1])
@@ -171,9 +180,9 @@ def area_mean(array: np.ndarray, size: tuple[int, int], grid: tuple[int, int] | 
 
 
 def area_average(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``array`` (rows, columns[, channels]) of uint8 averaged to ``size`` (width, height) as uint8: the
-    whole frame, each output pixel the mean of the pixels whose centres fall in its box, rounded half up."""
-    return np.floor(area_mean(array, size) + 0.5).astype(np.uint8)
+    """``array`` (rows, columns) or (rows, columns, 3) of uint8 averaged to ``size`` (width, height),
+    uint8: Pillow's BOX filter, which the replay camera has always scaled photos with."""
+    return np.asarray(Image.fromarray(np.ascontiguousarray(array)).resize(tuple(size), Image.Resampling.BOX))
 
 
 # --- Formats to RGB --------------------------------------------------------------------------------

@@ -3,10 +3,11 @@
 # adapter, in a small Debian trixie amd64 system booted in QEMU (TCG) with a script as init, where
 # libcamera's virtual camera serves the photos of ../shared/images.
 #
-#   image/test-camera-vm.sh [--shared DIR] [--timeout S] [--pytest ARGS... | --run FILE ARGS...]
+#   image/test-camera-vm.sh [--shared DIR] [--timeout S] [--pytest ARGS... | --bench ARGS... | --run FILE ARGS...]
 #
 # Default: pytest tests/real_camera. --pytest: everything after it goes to pytest, inside the VM, in a
-# copy of this working tree (paths relative to the repository).
+# copy of this working tree (paths relative to the repository). --bench: the camera benchmark
+# (image/camera-vm/bench.py, its options after it; ~15 min; JSON into build/bench-camera-vm.json).
 # --run FILE ARGS...: a Python file from this machine, run in the VM with the appliance's venv.
 # Fails when anything failed, when a test was skipped (here a skip is a failure) or when no test ran.
 # The root filesystem is built once (~2 min; cached in ~/.cache/appliance-image/camera-vm-KEY); each run
@@ -26,8 +27,9 @@ while [ $# -gt 0 ]; do
         --shared) SHARED="${2:?}"; shift 2 ;;
         --timeout) TIMEOUT_S="${2:?}"; shift 2 ;;
         --pytest) shift; MODE=pytest ARGS=("$@"); break ;;
+        --bench) shift; MODE=bench ARGS=("$@"); TIMEOUT_S=$((TIMEOUT_S > 3600 ? TIMEOUT_S : 3600)); break ;;
         --run) RUN_FILE=$(realpath "${2:?}"); shift 2; MODE=run ARGS=("$@"); break ;;
-        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option: $1 (see --help)" ;;
     esac
 done
@@ -78,12 +80,14 @@ start=$SECONDS
 disk="$WORK/disk"
 mkdir -p "$disk/appliance" "$disk/shared/models" "$disk/results"
 tar -C "$REPO" --exclude=__pycache__ --exclude=.pytest_cache --exclude=tests/artifacts -cf - \
-    appliance tests models pyproject.toml README.md | tar -C "$disk/appliance" -xf -
+    appliance tests models systemd pyproject.toml README.md | tar -C "$disk/appliance" -xf -
 cp -rL "$SHARED/models/coral" "$disk/shared/models/"
 [ -d "$SHARED/models/tf" ] && cp -rL "$SHARED/models/tf" "$disk/shared/models/"
 cp -rL "$SHARED/images" "$disk/shared/images"
 install -m 755 "$IMAGE_DIR/camera-vm/in-vm.sh" "$disk/in-vm.sh"
 case "$MODE" in
+    bench) echo run > "$disk/mode"; install -m 644 "$IMAGE_DIR/camera-vm/bench.py" "$disk/bench.py"
+           ARGS=(/srv/bench.py "${ARGS[@]}") ;;
     run) echo run > "$disk/mode"; install -m 644 "$RUN_FILE" "$disk/run.py"; ARGS=(/srv/run.py "${ARGS[@]}") ;;
     *) echo "$MODE" > "$disk/mode" ;;
 esac
@@ -93,6 +97,7 @@ qemu-img create -q -f qcow2 -F raw -b "$vm/root.ext4" "$WORK/root.qcow2"
 say "run disk ready in $((SECONDS - start)) s; booting (QEMU TCG; the VM's output follows)"
 
 # --- boot, run, power off -------------------------------------------------------------------------
+: > "$WORK/console.log"  # for tail, before QEMU opens it
 start=$SECONDS
 # -cpu max: LiteRT's and numpy's x86-64 builds use SSE4/AVX, which QEMU's default CPU lacks.
 qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2048 -nographic -no-reboot \
@@ -141,5 +146,8 @@ sys.exit(count["tests"] == 0 or count["skipped"] > 0 or count["failures"] > 0 or
 PY
 fi
 [ "$status" = 0 ] || die "the run in the camera VM failed (exit status $status)"
+if [ "$MODE" = bench ]; then
+    cp "$WORK/results/bench.json" "$REPO/build/bench-camera-vm.json" && say "figures: $REPO/build/bench-camera-vm.json"
+fi
 [ "$junit_failed" = 0 ] || die "the tests in the camera VM did not all run and pass (a skip is a failure here)"
 say "camera VM test passed"

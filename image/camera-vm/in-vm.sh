@@ -12,6 +12,15 @@ mkdir -p "$results"
 log() { printf 'camera-vm: %s (%d s since boot)\n' "$*" "$(cut -d. -f1 /proc/uptime)"; }
 log "started"
 
+# The loopback interface up (no network configuration runs here): tests serve the page on 127.0.0.1.
+/usr/bin/python3 - <<'PY' || exit 1
+import fcntl, socket, struct
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    flags = struct.unpack("16sH14x", fcntl.ioctl(s, SIOCGIFFLAGS, struct.pack("16sH14x", b"lo", 0)))[1]
+    fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+PY
+
 # The virtual camera serves a folder of JPEGs named 0.jpg, 1.jpg, … (every regular file in it is taken
 # as a frame). Its decoder needs even sizes (the chroma plane of an odd height overruns its buffer), so
 # an odd last row or column is cut off; nothing else changes. sources.txt maps each frame to its photo.

@@ -392,8 +392,8 @@ class Picamera2:
         if "NoiseReductionMode" in self.camera_controls and "FrameDurationLimits" in self.camera_controls:
             controls = {"NoiseReductionMode": 1, "FrameDurationLimits": (33333, 33333)} | controls
         return {"use_case": use_case, "transform": transform, "colour_space": colour_space,
-                "buffer_count": buffer_count, "queue": queue, "main": main, "lores": lores, "raw": raw, "sensor": sensor, "display": display,
-                "encode": encode, "controls": controls}
+                "buffer_count": buffer_count, "queue": queue, "main": main, "lores": lores, "raw": raw,
+                "sensor": sensor, "display": display, "encode": encode, "controls": controls}
 
     def configure(self, camera_config=None) -> None:
         config = {k: (dict(v) if isinstance(v, dict) else v) for k, v in camera_config.items()}

@@ -86,43 +86,40 @@ def _row_order(n_in: int, n_out: int) -> tuple[np.ndarray, list[int], np.ndarray
 
 
 @lru_cache(maxsize=64)
-def _column_taps(columns: int, grid_columns: int, n_out: int, rows: int, dtype) -> list:
-    """How the column pass adds up each output pixel: (span, flat indexes of its sums of ``span`` adjacent
-    columns, weight of each (None: all 1)) for each power of two in its column count. On a grid twice as
-    wide as the array (chroma on the luma's bins), the columns inside a bin count twice and a column
-    half inside it once."""
+def _column_taps(columns: int, grid_columns: int, n_out: int, grid_rows: int, rows_out: int, dtype) -> list:
+    """The column pass's reads: (flat indexes into the row sums, weight of each or None when all are
+    1), one per column an output pixel may add, output rows in their own order (the row pass leaves
+    them in ``_row_order``'s). On a grid twice as wide as the array (chroma on the luma's boxes), a
+    column inside a box counts twice and a column half inside it once."""
     starts, counts = _bins(grid_columns, n_out)
     if columns == grid_columns:
-        segments = [(starts, counts, 1)]
+        firsts, weights = starts, [(counts > k).astype(np.intp) for k in range(int(counts.max()))]
     else:
         ends = starts + counts
-        inside = (starts + 1) // 2
-        segments = [(inside, ends // 2 - inside, 2), (starts // 2, np.ones_like(starts), starts % 2),
-                    ((ends - 1) // 2, np.ones_like(starts), ends % 2)]
+        firsts = starts // 2
+        # Chroma column firsts + k covers luma columns 2(firsts + k) and 2(firsts + k) + 1.
+        weights = [np.clip(np.minimum(ends, 2 * (firsts + k) + 2) - np.maximum(starts, 2 * (firsts + k)), 0, 2)
+                   for k in range((int(counts.max()) + 3) // 2)]
+    where_rows = _row_order(grid_rows, rows_out)[2]  # where each output row is in the row pass's order
     taps = []
-    for first, count, weight in segments:
-        offsets = np.zeros(n_out, np.intp)
-        for bit in reversed(range(int(count.max()).bit_length())):
-            span = 1 << bit
-            weights = ((count & span) != 0) * weight
-            if weights.any():
-                index = (np.arange(rows)[:, None] * columns + (first + offsets)[None, :]).reshape(-1)
-                taps.append((span, index, None if (weights == 1).all() else np.tile(weights, rows).astype(dtype)))
-                offsets = offsets + (weights != 0) * span
+    for k, weight in enumerate(weights):
+        if weight.any():
+            index = np.minimum(where_rows[:, None] * columns + (firsts + k)[None, :], rows_out * columns - 1)
+            taps.append((index.reshape(-1), None if (weight == 1).all() else np.tile(weight, rows_out).astype(dtype)))
     return taps
 
 
 @lru_cache(maxsize=64)
-def _counts(rows: int, columns: int, size: tuple[int, int], channels: int) -> np.ndarray:
-    """How many pixels each output value averages, (height, width, channels) as float64."""
-    counts = np.multiply.outer(_bins(rows, size[1])[1], _bins(columns, size[0])[1]).astype(np.float64)
-    return np.repeat(counts[..., None], channels, axis=-1)
+def _counts(rows: int, columns: int, size: tuple[int, int]) -> np.ndarray:
+    """How many pixels each output pixel averages, (height, width) as float64."""
+    return np.multiply.outer(_bins(rows, size[1])[1], _bins(columns, size[0])[1]).astype(np.float64)
 
 
-def _area_sums(array: np.ndarray, size: tuple[int, int], grid: tuple[int, int]) -> np.ndarray:
-    """The exact sum of each output pixel's input pixels, (height, width, channels) of uint16 or uint32.
+def _area_sums(array: np.ndarray, size: tuple[int, int], grid: tuple[int, int]) -> list[np.ndarray]:
+    """The exact sum of each output pixel's input pixels: one (height, width) array per channel, of
+    uint16 or uint32.
 
-    ``grid`` (rows, columns) is the pixel grid the bins are drawn on: ``array``'s own, or, for chroma
+    ``grid`` (rows, columns) is the pixel grid the boxes are drawn on: ``array``'s own, or, for chroma
     subsampled 2:1, the luma's, each chroma sample counting once for each luma pixel it covers."""
     width, height = size
     rows, columns = grid
@@ -132,8 +129,8 @@ def _area_sums(array: np.ndarray, size: tuple[int, int], grid: tuple[int, int]) 
     dtype = np.uint16 if int(row_counts.max()) * int(column_counts.max()) * 255 < 2**16 else np.uint32
     # Rows: the rows every output row has are gathered into one block and summed there (each output row
     # in cache); the output rows are ordered so that those with one more input row are a prefix, which
-    # gets it in one slice. The order is undone on the result.
-    starts, having, inverse = _row_order(rows, height)
+    # gets it in one slice. The column pass reads them back in their own order.
+    starts, having, _ = _row_order(rows, height)
     common = having.count(height)
     block = array[((starts[:, None] + np.arange(common)) // row_step).reshape(-1)]
     sums = np.add.reduce(block.reshape((height, common) + array.shape[1:]), axis=1, dtype=dtype)
@@ -144,28 +141,21 @@ def _area_sums(array: np.ndarray, size: tuple[int, int], grid: tuple[int, int]) 
     is_packed = channels == 2 and dtype == np.uint16 and sys.byteorder == "little"
     if is_packed:
         sums, dtype, channels = sums.view(np.uint32), np.uint32, 1
-    # Columns: the row sums added to themselves shifted by 1, 2, 4… columns give the sums of that many
-    # adjacent columns (flat, so each add is one contiguous pass; no sum that is read crosses the end of
-    # a row); each output pixel then reads one of these per bit of its count.
-    taps = _column_taps(array.shape[1], columns, width, height, dtype)
-    windows = {1: sums.reshape(-1)}
-    while 2 * max(windows) <= max(span for span, _, _ in taps):
-        span = max(windows)
-        windows[2 * span] = windows[span][:-span * channels] + windows[span][span * channels:]
-    total = np.empty((height * width, channels), dtype)
-    for i, (span, index, weights) in enumerate(taps):
-        for channel in range(channels):
-            tap = windows[span].take(index * channels + channel if channels > 1 else index, mode="clip")
+    # Columns: each output pixel adds its columns of the row sums, read one column of each at a time
+    # (a few reads of height x width values from row sums that stay in cache).
+    flat = sums.reshape(-1)
+    planes = []
+    for channel in range(channels):
+        total = None
+        for index, weights in _column_taps(array.shape[1], columns, width, rows, height, dtype):
+            tap = flat.take(index * channels + channel if channels > 1 else index)
             if weights is not None:
                 tap *= weights
-            if i == 0:
-                total[:, channel] = tap
-            else:
-                total[:, channel] += tap
+            total = tap if total is None else np.add(total, tap, out=total)
+        planes.append(total.reshape(height, width))
     if is_packed:
-        packed, total = total[:, 0], np.empty((height * width, 2), np.uint16)
-        total[:, 0], total[:, 1] = packed & 0xFFFF, packed >> 16
-    return total.reshape(height, width, -1)[inverse]
+        planes = [planes[0] & 0xFFFF, planes[0] >> 16]
+    return planes
 
 
 def area_mean(array: np.ndarray, size: tuple[int, int], grid: tuple[int, int] | None = None) -> np.ndarray:
@@ -174,9 +164,9 @@ def area_mean(array: np.ndarray, size: tuple[int, int], grid: tuple[int, int] | 
     along an axis, averages subsampled chroma over the luma's boxes, as if each sample were repeated to
     fill its luma pixels (see ``_area_sums``)."""
     grid = tuple(grid or array.shape[:2])
-    sums = _area_sums(array, tuple(size), grid)
-    mean = sums / _counts(grid[0], grid[1], tuple(size), sums.shape[-1])
-    return mean if array.ndim == 3 else mean[..., 0]
+    counts = _counts(grid[0], grid[1], tuple(size))
+    means = [plane / counts for plane in _area_sums(array, tuple(size), grid)]
+    return np.stack(means, axis=-1) if array.ndim == 3 else means[0]
 
 
 def area_average(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -192,19 +182,21 @@ def yuv_to_rgb(y, u, v, encoding: str = "Rec601", full_range: bool = False) -> n
     repeated to fill it. ``encoding`` is the YCbCr matrix, ``full_range`` false for video's 16-235
     levels and true for JPEG's 0-255."""
     kr, kb = KR_KB[encoding]
-    luma, chroma, black = (1.0, 1.0, 0.0) if full_range else (255.0 / 219.0, 255.0 / 224.0, 16.0)
-    # R = Y' + 2(1 - kr) V', B = Y' + 2(1 - kb) U', G = Y' - (2 kb (1 - kb) U' + 2 kr (1 - kr) V') / kg,
-    # with Y' = (Y - black) * luma and U', V' = (U or V - 128) * chroma.
     kg = 1.0 - kr - kb
-    y = np.asarray(y, np.float32) * luma - black * luma
-    u, v = (_fill(np.asarray(c, np.float32), y.shape) - 128.0 for c in (u, v))
-    rgb = np.empty(y.shape + (3,), np.float32)
-    np.add(y, v * (2.0 * (1.0 - kr) * chroma), out=rgb[..., 0])
-    np.add(y, u * (2.0 * (1.0 - kb) * chroma), out=rgb[..., 2])
-    np.subtract(y, u * (2.0 * kb * (1.0 - kb) * chroma / kg) + v * (2.0 * kr * (1.0 - kr) * chroma / kg),
-                out=rgb[..., 1])
+    luma, chroma, black = (1.0, 1.0, 0.0) if full_range else (255.0 / 219.0, 255.0 / 224.0, 16.0)
+    y = np.asarray(y, np.float32) * np.float32(luma)
+    y -= black * luma
+    u, v = (_fill(np.asarray(c, np.float32), y.shape) - np.float32(128.0) for c in (u, v))
+    # R = Y' + 2(1 - kr) V', B = Y' + 2(1 - kb) U', G = Y' - (2 kb (1 - kb) U' + 2 kr (1 - kr) V') / kg,
+    # planes first (contiguous), interleaved once at the end.
+    rgb = np.empty((3,) + y.shape, np.float32)
+    np.multiply(v, 2.0 * (1.0 - kr) * chroma, out=rgb[0])
+    np.multiply(u, 2.0 * (1.0 - kb) * chroma, out=rgb[2])
+    np.multiply(u, -2.0 * kb * (1.0 - kb) * chroma / kg, out=rgb[1])
+    rgb[1] -= v * np.float32(2.0 * kr * (1.0 - kr) * chroma / kg)
+    rgb += y
     np.clip(rgb, 0.0, 255.0, out=rgb)
-    return np.rint(rgb, out=rgb).astype(np.uint8)
+    return np.ascontiguousarray(np.rint(rgb, out=rgb).astype(np.uint8).transpose(1, 2, 0))
 
 
 def _fill(chroma: np.ndarray, shape) -> np.ndarray:
@@ -264,5 +256,6 @@ def lores_of(array: np.ndarray, fmt: str, size: tuple[int, int], lores_size: tup
     if fmt == "MJPEG":
         return area_average(array if array.ndim == 3 else to_rgb(array, fmt, size), lores_size)
     y, chroma = yuv_planes(array, fmt, size)
-    chroma = area_mean(chroma, lores_size, grid=y.shape)
-    return yuv_to_rgb(area_mean(y, lores_size), chroma[..., 0], chroma[..., 1], *ycbcr)
+    counts = _counts(y.shape[0], y.shape[1], tuple(lores_size))
+    [y_sum], (u_sum, v_sum) = _area_sums(y, tuple(lores_size), y.shape), _area_sums(chroma, tuple(lores_size), y.shape)
+    return yuv_to_rgb(y_sum / counts, u_sum / counts, v_sum / counts, *ycbcr)

@@ -77,3 +77,10 @@ def test_the_peak_rss_of_a_real_appliance_run_is_measured(report):
 def test_the_run_says_where_and_under_what_load(report):
     machine = report["machine"]
     assert machine["cpus"] >= 1 and machine["load_avg_1min_at_start"] >= 0 and "load_avg_1min_at_end" in machine
+
+
+def test_the_software_lores_of_a_one_stream_camera_is_weighed_against_one_inference(report):
+    lores = report["software_lores"]
+    assert lores["frame"] == "NV12 1920x1080 to 128x128 RGB" and lores["pairs"] == len(lores["ratio_per_pair"]) == PAIRS
+    assert lores["ratio"] == round(statistics.median(lores["ratio_per_pair"]), 3)
+    assert lores["ratio_min"] <= lores["ratio"] <= lores["ratio_max"] and lores["lores_ms"] > 0 < lores["inference_ms"]

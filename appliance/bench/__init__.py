@@ -1,6 +1,7 @@
 """Benchmarks (``appliance bench``, ``bench-web``, ``bench-offload``): not part of the running appliance.
 
-* ``classify`` — the runtime's bare ``invoke()`` against the whole capture → classify → keep loop.
+* ``classify`` — the runtime's bare ``invoke()`` against the whole capture → classify → keep loop
+  (``lores``: a single-stream camera's software lores beside one inference).
 * ``web`` — the page's response times and the sync client's memory (``web_data``: the fake store it
   serves; ``web_transfer``: zip export and sync over a real server).
 * ``offload`` — the USB offload against ``cp`` + ``sync`` on real filesystems (``offload_disks``: the

@@ -12,7 +12,9 @@ Measured in one run, on one machine, with one model and thread count:
   ``efficiency`` is the median of those, with their min–max (``efficiency_min``, ``efficiency_max``);
   frames/s figures are medians over the runs;
 * peak RSS of a real ``appliance run`` child process over the photo folder;
-* inference ms p50/p95 per backend (of the first loop run where nothing matches).
+* inference ms p50/p95 per backend (of the first loop run where nothing matches);
+* what a single-stream camera's software lores costs (NV12 1920×1080 to the model's input) beside one
+  inference, in pairs (``lores.software_lores_cost``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from PIL import Image
 
 from appliance.bench import MIN_PAIRS
 from appliance.bench.common import interleaved, machine, median_of
+from appliance.bench.lores import software_lores_cost
 from appliance.cameras.replay import ReplayCamera, read_rgb, scale_like_isp
 from appliance.config import Config, to_toml
 from appliance.errors import BenchmarkError, ConfigError
@@ -71,6 +74,7 @@ def run_benchmark(model_path, images_dir, frames=1000, num_threads=0, measure_rs
         **{name: _loop_figures(pairs_of_case) for name, pairs_of_case in measured.items()},
         "inference_ms": {first_loop["backend"]: first_loop["inference_ms"]},
     }
+    result["software_lores"] = software_lores_cost(classifier, pairs)
     if measure_rss:
         result["appliance_run_peak_rss_mb"] = _peak_rss_mb(base, images_dir)
     result["machine"]["load_avg_1min_at_end"] = round(os.getloadavg()[0], 2)

@@ -40,7 +40,9 @@ def bench_command(args) -> int:
     its loop frames/s divided by its bare invoke() frames/s, same model, threads and machine, with
     the replay camera serving pre-scaled frames from memory. "efficiency" is the median over the
     pairs (it was one loop run over one bare run before pairs), "efficiency_min" and
-    "efficiency_max" their range; frames/s figures are medians over the runs.
+    "efficiency_max" their range; frames/s figures are medians over the runs. "software_lores" is
+    what a USB or virtual camera's lores (NV12 1920x1080 area-averaged to the model's input, then
+    converted) costs beside one inference: the median ratio over as many pairs.
 
     Example:
         appliance bench --images ../shared/images --frames 1000 --pairs 5 > bench.json

@@ -302,6 +302,15 @@ def test_fps_becomes_frame_duration_limits_and_zero_lets_exposure_run_long():
     assert FREE_RUNNING_FRAME_US[1] >= 500_000  # half a second of exposure at dusk
 
 
+def test_a_camera_that_cannot_be_asked_for_a_frame_rate_is_paced_by_giving_frames_back():
+    picamera2_class = fake("usb")  # no FrameDurationLimits; the fake's frames are 0.2 s apart
+    with camera(picamera2_class, fps=2.0) as cam:
+        times = [t for _, _, t in take(cam, 4)]
+        picam2 = instance(picamera2_class)
+    assert [round(b - a, 3) for a, b in zip(times, times[1:])] == [0.6, 0.6, 0.6]
+    assert picam2.released == list(range(10)) and "FrameDurationLimits" not in picam2.camera_config["controls"]
+
+
 def test_the_loop_holding_all_it_can_still_leaves_the_camera_buffers_to_fill():
     picamera2_class = fake("pi4")
     with camera(picamera2_class) as cam:

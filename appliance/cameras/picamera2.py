@@ -119,7 +119,9 @@ class Picamera2Camera(Camera):
 
     ``stack`` stands in for picamera2 (tests pass fakes of its parts); by default the real one is
     loaded in ``start()``. ``fps`` 0 lets the camera run free (``FREE_RUNNING_FRAME_US``), and
-    ``frames()`` always gets the newest frame, so the model takes frames as fast as it keeps up.
+    ``frames()`` always gets the newest frame, so the model takes frames as fast as it keeps up. A
+    camera without ``FrameDurationLimits`` (most USB webcams, the virtual camera) cannot be asked
+    for ``fps``: ``frames()`` gives back the frames that come sooner than 1/fps after the last.
     """
 
     def __init__(self, lores_size: tuple[int, int], still_size: tuple[int, int] = (1920, 1080),
@@ -134,6 +136,7 @@ class Picamera2Camera(Camera):
         self._model = "camera"
         self._streams: dict = {}
         self._ycbcr = ("Rec601", False)
+        self._pace_s, self._last_s = 0.0, None  # frames() skips frames to this period (seconds), if set
         # Long enough for the first frames (exposure settling) and two periods at a slow fps.
         self._timeout_s = 5.0 + 2.0 / (fps if fps > 0 else 1e6 / FREE_RUNNING_FRAME_US[1])
 
@@ -183,7 +186,9 @@ class Picamera2Camera(Camera):
 
     def _configure(self, picam2, stack) -> None:
         controls = {}
-        if "FrameDurationLimits" in picam2.camera_controls:
+        has_frame_rate = "FrameDurationLimits" in picam2.camera_controls
+        self._pace_s, self._last_s = (1.0 / self.fps if self.fps > 0 and not has_frame_rate else 0.0), None
+        if has_frame_rate:
             frame_us = int(1_000_000 / self.fps) if self.fps > 0 else 0
             controls["FrameDurationLimits"] = (frame_us, frame_us) if frame_us else FREE_RUNNING_FRAME_US
         if "AfMode" in picam2.camera_controls:  # Camera Module 3: focus continuously, not fixed at 1 m
@@ -262,6 +267,12 @@ class Picamera2Camera(Camera):
                 picam2.cancel_all_and_flush()
                 raise CameraError(f"{self.source} sent no frame for {self._timeout_s:g} s: check the "
                                   "camera's cable and `dmesg` for camera errors") from None
+            if self._pace_s:  # a camera that cannot be asked for a frame rate: its extra frames go back
+                timestamp_s = self._timestamp_s(request)
+                if self._last_s is not None and timestamp_s - self._last_s < 0.95 * self._pace_s:
+                    request.release()
+                    continue
+                self._last_s = timestamp_s
             if self._is_single_stream:
                 frame = self._single_stream_frame(request)
                 if frame is not None:

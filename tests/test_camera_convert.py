@@ -46,8 +46,9 @@ def means_by_loop(array: np.ndarray, size) -> np.ndarray:
 
 @pytest.mark.parametrize("shape, size", [((48, 64, 3), (20, 15)), ((45, 61), (17, 13)), ((30, 40, 2), (7, 9)),
                                          ((20, 30, 3), (45, 25)), ((40, 10), (7, 25)), ((64, 64, 3), (64, 64)),
-                                         ((343, 200, 3), (224, 50))],
-                         ids=["shrink", "odd-sizes", "two-channels", "enlarge", "mixed", "same", "centres-on-edges"])
+                                         ((343, 200, 3), (224, 50)), ((1080, 40), (10, 224)), ((150, 151, 3), (67, 71))],
+                         ids=["shrink", "odd-sizes", "two-channels", "enlarge", "mixed", "same", "centres-on-edges",
+                              "1080-rows", "sizes-without-a-common-factor"])
 def test_area_mean_is_the_exact_mean_of_the_pixels_of_each_box_of_pillows_box_filter(shape, size):
     array = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
     assert np.array_equal(area_mean(array, size), means_by_loop(array, size))
@@ -69,14 +70,14 @@ def test_halving_averages_each_two_by_two_block():
     assert np.array_equal(area_mean(array, (224, 224)), blocks / 4)
 
 
-@pytest.mark.parametrize("luma, chroma", [((1080, 1920), (540, 960)), ((90, 120), (45, 60)), ((64, 96), (64, 48))],
-                         ids=["4:2:0", "odd-chroma-rows", "4:2:2"])
-def test_chroma_averaged_over_the_luma_grid_is_the_mean_of_the_chroma_repeated_to_fill_it(luma, chroma):
+@pytest.mark.parametrize("luma, chroma, size", [((1080, 64), (540, 32), (16, 224)), ((90, 120), (45, 60), (17, 13)),
+                                                ((64, 96), (64, 48), (13, 17)), ((1080, 1920), (540, 960), (224, 224))],
+                         ids=["4:2:0", "odd-chroma-rows", "4:2:2", "1080p"])
+def test_chroma_averaged_over_the_luma_grid_is_the_mean_of_the_chroma_repeated_to_fill_it(luma, chroma, size):
     samples = np.random.default_rng(4).integers(0, 256, chroma + (2,), dtype=np.uint8)
     repeated = samples.repeat(luma[0] // chroma[0], axis=0).repeat(luma[1] // chroma[1], axis=1)
-    expected = area_mean(repeated, (224, 224) if luma[0] > 224 else (17, 13))
-    got = area_mean(samples, (224, 224) if luma[0] > 224 else (17, 13), grid=luma)
-    assert np.array_equal(got, expected)
+    expected = means_by_loop(repeated, size) if luma[1] < 200 else area_mean(repeated, size)
+    assert np.array_equal(area_mean(samples, size, grid=luma), expected)
 
 
 def test_the_replay_camera_scales_with_the_same_function():

@@ -139,7 +139,7 @@ def test_appliance_run_through_picamera2_keeps_exactly_the_two_bird_photos(tmp_p
 
     def every_photo_seen():
         assert run.poll() is None, f"appliance run exited {run.returncode}: {log.read_text()[-3000:]}"
-        if not (tmp_path / "data" / "appliance.db").exists():
+        if read_status(tmp_path / "run") is None:  # the loop's store is set up before its first status
             return False
         store = Store(tmp_path / "data")
         try:

@@ -7,7 +7,7 @@
 #
 # Default: pytest tests/real_camera. --pytest: everything after it goes to pytest, inside the VM, in a
 # copy of this working tree (paths relative to the repository). --bench: the camera benchmark
-# (image/camera-vm/bench.py, its options after it; ~15 min; JSON into build/bench-camera-vm.json).
+# (image/camera-vm/bench.py, its options after it; ~20 min; JSON into build/bench-camera-vm.json).
 # --run FILE ARGS...: a Python file from this machine, run in the VM with the appliance's venv.
 # Fails when anything failed, when a test was skipped (here a skip is a failure) or when no test ran.
 # The root filesystem is built once (~2 min; cached in ~/.cache/appliance-image/camera-vm-KEY); each run
@@ -42,11 +42,12 @@ need mmdebstrap:mmdebstrap qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-util
 CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/appliance-image"
 LOGS="$REPO/build/camera-vm-logs"
 WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/appliance-camera-vm.XXXXXX")
-QEMU_PID=""
+QEMU_PID="" TAIL_PID=""
 cleanup() {
     local status=$?
     set +e
     if [ -n "$QEMU_PID" ]; then kill "$QEMU_PID" 2>/dev/null; wait "$QEMU_PID" 2>/dev/null; fi
+    if [ -n "$TAIL_PID" ]; then kill "$TAIL_PID" 2>/dev/null; wait "$TAIL_PID" 2>/dev/null; fi
     mkdir -p "$LOGS" && cp "$WORK/console.log" "$LOGS/" 2>/dev/null
     rm -rf "$WORK"
     [ "$status" -eq 0 ] || echo "camera VM test failed; its console and results are in $LOGS" >&2
@@ -109,7 +110,7 @@ qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2048 -nographic -no-reboot \
     > "$WORK/console.log" 2>&1 < /dev/null &
 QEMU_PID=$!
 tail -n +1 -f --pid="$QEMU_PID" "$WORK/console.log" &
-tail_pid=$!
+TAIL_PID=$!
 timed_out=0
 while kill -0 "$QEMU_PID" 2>/dev/null; do
     if [ $((SECONDS - start)) -ge "$TIMEOUT_S" ]; then timed_out=1; kill "$QEMU_PID"; break; fi
@@ -117,7 +118,8 @@ while kill -0 "$QEMU_PID" 2>/dev/null; do
 done
 wait "$QEMU_PID" 2>/dev/null || true
 QEMU_PID=""
-wait "$tail_pid" 2>/dev/null || true
+wait "$TAIL_PID" 2>/dev/null || true
+TAIL_PID=""
 run_s=$((SECONDS - start))
 [ "$timed_out" = 0 ] || die "the VM did not finish within ${TIMEOUT_S} s (--timeout)"
 
@@ -147,7 +149,8 @@ PY
 fi
 [ "$status" = 0 ] || die "the run in the camera VM failed (exit status $status)"
 if [ "$MODE" = bench ]; then
-    cp "$WORK/results/bench.json" "$REPO/build/bench-camera-vm.json" && say "figures: $REPO/build/bench-camera-vm.json"
+    cp "$WORK/results/bench.json" "$REPO/build/bench-camera-vm.json" || die "the benchmark wrote no figures"
+    say "figures: $REPO/build/bench-camera-vm.json"
 fi
 [ "$junit_failed" = 0 ] || die "the tests in the camera VM did not all run and pass (a skip is a failure here)"
 say "camera VM test passed"

@@ -13,8 +13,10 @@ of camera, as libcamera presents them:
   (``generate_configuration([Raw])`` is None, so picamera2's own ``__init__`` fails to open it); its
   frames say Rec709 and hold the JPEG's own YCbCr (BT.601, full range), as libcamera's do.
 
-Where it can be it is stricter than picamera2: a released buffer is scribbled over, a double release
-raises, configuring lores larger than main raises as picamera2's check does, and ``capture_request``
+A request goes back to the camera when its last reference (``acquire``) is released;
+``pre_callback`` sees each request as it completes; ``capture_request(wait=False)`` returns a job
+whose request is made when ``wait(job)`` asks for it. Where it can be it is stricter than picamera2:
+a released buffer is scribbled over, a double release raises, configuring lores larger than main raises as picamera2's check does, and ``capture_request``
 stalls (``TimeoutError`` after ``wait``) only when the application holds every request, since
 picamera2 itself keeps one completed request.
 """
@@ -267,15 +269,33 @@ class CompletedRequest:
     def get_metadata(self) -> dict:
         return dict(self.metadata)
 
+    def acquire(self) -> None:
+        if self.ref_count == 0:
+            raise RuntimeError("CompletedRequest: acquiring lock with ref_count 0")
+        self.ref_count += 1
+
     def release(self) -> None:
         self.ref_count -= 1
         if self.ref_count < 0:
             raise RuntimeError("CompletedRequest: lock now has negative ref_count")
+        if self.ref_count > 0:  # someone else still holds it (acquire)
+            return
         for name, buffer in self.buffers.items():
             if isinstance(buffer, np.ndarray):
                 buffer[...] = 0  # the camera reuses the buffer
         self.picam2.outstanding.discard(self)
         self.picam2.released.append(self.sequence)
+
+
+class Job:
+    """picamera2.job.Job, as capture_request(wait=False) returns it: the request is made when its
+    result is asked for, from the buffers the camera has then."""
+
+    def __init__(self, picam2: Picamera2):
+        self.picam2 = picam2
+
+    def get_result(self, timeout=None) -> CompletedRequest:
+        return self.picam2._capture_request(timeout if timeout is not None else True)
 
 
 PI_PROPERTIES = {"Model": "imx708", "ColorFilterArrangement": 0, "Location": 2, "Rotation": 180,
@@ -312,7 +332,8 @@ class Picamera2:
                        "ScalerCrop": ((0, 0, 64, 64), (0, 0, 4608, 2592), (0, 0, 4608, 2592))},
                 "usb": {"Brightness": (-64, 64, 0), "Contrast": (0, 95, 32), "ExposureTimeMode": (0, 1, 0),
                         "ExposureTime": (100, 500_000, 15_600), "AeEnable": (False, True, True)},
-                "virtual": {}}
+                # libcamera's virtual camera lists a frame rate, and does not keep it (see picamera2.py).
+                "virtual": {"FrameDurationLimits": (33_333, 33_333, None), "FaceDetectMode": (0, 0, 0)}}
     scenes = [np.full((480, 640, 3), 128, np.uint8)]
     has_dma_heap = True
     truncated_jpegs: set = set()  # sequence numbers whose JPEG arrives cut short
@@ -345,6 +366,7 @@ class Picamera2:
         except Exception as e:
             raise RuntimeError("Camera __init__ sequence did not complete.") from e
         self.camera_config = None
+        self.pre_callback = None
         self.started = False
         self.outstanding: set = set()
         self.requests: list[CompletedRequest] = []
@@ -452,6 +474,14 @@ class Picamera2:
 
     def capture_request(self, wait=None, signal_function=None, flush=None) -> CompletedRequest:
         assert self.started, "capture_request on a stopped camera would never return"
+        if wait is False:
+            return Job(self)
+        return self._capture_request(wait)
+
+    def wait(self, job, timeout=None):
+        return job.get_result(timeout)
+
+    def _capture_request(self, wait) -> CompletedRequest:
         # picamera2 keeps the newest completed request for the next call, so it runs dry only when the
         # application holds every request.
         if len(self.outstanding) >= self.camera_config["buffer_count"]:
@@ -462,6 +492,8 @@ class Picamera2:
         self.captured += 1
         self.outstanding.add(request)
         self.requests.append(request)
+        if self.pre_callback is not None:  # picamera2 calls it for each completed request, before any job
+            self.pre_callback(request)
         return request
 
     def cancel_all_and_flush(self) -> None:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from fake_picamera2 import PI_SENSOR_MODES, Allocator, LibcameraAllocator, Strea
 from PIL import Image
 
 from appliance.cameras import open_camera
+from appliance.cameras import picamera2 as picamera2_module
 from appliance.cameras.picamera2 import (AF_MODE_CONTINUOUS, BUFFER_COUNT, FREE_RUNNING_FRAME_US, Picamera2Camera,
                                          full_field_mode, nearest_listed_size)
 from appliance.cameras.picamera2_stack import Picamera2Stack
@@ -302,13 +304,74 @@ def test_fps_becomes_frame_duration_limits_and_zero_lets_exposure_run_long():
     assert FREE_RUNNING_FRAME_US[1] >= 500_000  # half a second of exposure at dusk
 
 
-def test_a_camera_that_cannot_be_asked_for_a_frame_rate_is_paced_by_giving_frames_back():
-    picamera2_class = fake("usb")  # no FrameDurationLimits; the fake's frames are 0.2 s apart
+class _Clock(threading.Event):
+    """The camera's stopping event with a clock that waiting moves on: time.monotonic as the camera sees it."""
+
+    def __init__(self):
+        super().__init__()
+        self.now_s, self.waits = 1000.0, []
+
+    def monotonic(self) -> float:
+        return self.now_s
+
+    def wait(self, timeout=None) -> bool:
+        self.waits.append(round(timeout, 6))
+        self.now_s += max(timeout, 0.0)
+        return self.is_set()
+
+
+def test_a_camera_that_cannot_be_asked_for_a_frame_rate_rests_between_frames_paced_here(monkeypatch):
+    picamera2_class = fake("usb")  # no FrameDurationLimits
+    clock = _Clock()
+    monkeypatch.setattr(picamera2_module, "time", SimpleNamespace(monotonic=clock.monotonic, time=time.time))
     with camera(picamera2_class, fps=2.0) as cam:
-        times = [t for _, _, t in take(cam, 4)]
+        cam._stopping = clock
+        frames = cam.frames()
+        taken = []
+        for _ in range(4):
+            frame = next(frames)
+            taken.append(clock.now_s)
+            picam2 = instance(picamera2_class)
+            # Between frames every request the camera completed is kept from it: it has nothing to fill.
+            assert all(request.ref_count == 1 for request in picam2.outstanding) and len(picam2.outstanding) == 1
+            frame.release()
+            clock.now_s += 0.1  # the loop's work on the frame
+        frames.close()
+    # 1/fps apart, the loop's own time included; the camera made only the frames taken (it used to
+    # make and throw away those that came sooner).
+    assert [round(b - a, 6) for a, b in zip(taken, taken[1:])] == [0.5, 0.5, 0.5] and clock.waits == [0.4, 0.4, 0.4]
+    assert picam2.captured == 4 and picam2.camera_config["queue"] is False
+    assert "FrameDurationLimits" not in picam2.camera_config["controls"]
+    assert not picam2.outstanding and sorted(picam2.released) == [0, 1, 2, 3]  # close() gave back the parked one
+
+
+def test_the_virtual_camera_lists_a_frame_rate_it_ignores_so_it_is_paced_here_even_free_running():
+    for fps in (5.0, 0.0):
+        picamera2_class = fake("virtual")
+        with camera(picamera2_class, fps=fps) as cam:
+            take(cam, 3)
+            picam2 = instance(picamera2_class)
+            assert picam2.pre_callback == cam._park and picam2.camera_config["queue"] is False
+            assert "FrameDurationLimits" not in picam2.camera_config["controls"]
+        assert picam2.captured == 3 and not picam2.outstanding
+
+
+def test_a_webcam_running_free_is_not_paced_here():
+    picamera2_class = fake("usb")
+    with camera(picamera2_class, fps=0.0) as cam:
+        take(cam, 3)
         picam2 = instance(picamera2_class)
-    assert [round(b - a, 3) for a, b in zip(times, times[1:])] == [0.6, 0.6, 0.6]
-    assert picam2.released == list(range(10)) and "FrameDurationLimits" not in picam2.camera_config["controls"]
+        assert picam2.pre_callback is None and picam2.camera_config["queue"] is True
+    assert picam2.released == [0, 1, 2]
+
+
+def test_a_camera_that_can_be_asked_for_a_frame_rate_is_not_paced_here():
+    picamera2_class = fake("pi4")
+    with camera(picamera2_class, fps=2.0) as cam:
+        take(cam, 3)
+        picam2 = instance(picamera2_class)
+        assert picam2.pre_callback is None and picam2.camera_config["queue"] is True
+    assert picam2.released == [0, 1, 2]
 
 
 def test_the_loop_holding_all_it_can_still_leaves_the_camera_buffers_to_fill():
@@ -366,9 +429,12 @@ def test_a_discarded_frame_is_released_without_copying_main_and_main_cannot_be_r
 
 def test_a_one_stream_camera_gives_each_request_back_at_once_and_its_main_stays_readable():
     picamera2_class = fake("virtual", scenes=[photo("parrot.jpg")])
-    with camera(picamera2_class) as cam:
+    with camera(picamera2_class, fps=0.0) as cam:
         frame = next(cam.frames())
-        assert instance(picamera2_class).released == [0] and not instance(picamera2_class).outstanding
+        # The frame holds no request; the camera's pacing keeps the one it completed (parked) until the
+        # loop asks for the next frame.
+        [request] = instance(picamera2_class).outstanding
+        assert request.ref_count == 1 and cam._parked == [request]
         assert frame.main.detach().array().shape == (720, 1280, 3)
         frame.release()
 

@@ -120,8 +120,14 @@ class Picamera2Camera(Camera):
     ``stack`` stands in for picamera2 (tests pass fakes of its parts); by default the real one is
     loaded in ``start()``. ``fps`` 0 lets the camera run free (``FREE_RUNNING_FRAME_US``), and
     ``frames()`` always gets the newest frame, so the model takes frames as fast as it keeps up. A
-    camera without ``FrameDurationLimits`` (most USB webcams, the virtual camera) cannot be asked
-    for ``fps``: ``frames()`` gives back the frames that come sooner than 1/fps after the last.
+    camera without ``FrameDurationLimits`` (most USB webcams) cannot be asked for ``fps``, and the
+    virtual camera lists the control but ignores it: these are paced here, by holding their buffers
+    (the virtual camera at ``fps`` 0 too). Each request the camera completes is parked
+    (``pre_callback`` acquires it) instead of going straight back, so between frames the camera has
+    no buffer to fill and rests (libcamera's virtual camera would otherwise make frames as fast as a
+    core runs, only to have them thrown away); when the next frame is due, ``frames()`` asks
+    picamera2 for the next completed request and hands the parked ones back, and the first frame
+    they are filled with is the one taken.
     """
 
     def __init__(self, lores_size: tuple[int, int], still_size: tuple[int, int] = (1920, 1080),
@@ -132,11 +138,14 @@ class Picamera2Camera(Camera):
         self._picam2 = None
         self._uses_libcamera_allocator = self._is_single_stream = False
         self._held: set = set()  # requests handed out in frames and not yet released
+        self._parked: list = []  # paced cameras: completed requests kept from the camera until a frame is due
         self._lock = threading.Lock()
         self._model = "camera"
         self._streams: dict = {}
         self._ycbcr = ("Rec601", False)
-        self._pace_s, self._last_s = 0.0, None  # frames() skips frames to this period (seconds), if set
+        # Paced here (see above): frames() parks the camera's buffers and takes a frame this often (0: as
+        # often as it is asked).
+        self._parks, self._pace_s, self._last_s = False, 0.0, None
         # Long enough for the first frames (exposure settling) and two periods at a slow fps.
         self._timeout_s = 5.0 + 2.0 / (fps if fps > 0 else 1e6 / FREE_RUNNING_FRAME_US[1])
 
@@ -157,6 +166,8 @@ class Picamera2Camera(Camera):
         try:
             self._picam2 = self._open(stack)
             self._configure(self._picam2, stack)
+            if self._parks:
+                self._picam2.pre_callback = self._park
             self._picam2.start()
         except Exception as e:
             self.close()
@@ -186,8 +197,16 @@ class Picamera2Camera(Camera):
 
     def _configure(self, picam2, stack) -> None:
         controls = {}
-        has_frame_rate = "FrameDurationLimits" in picam2.camera_controls
-        self._pace_s, self._last_s = (1.0 / self.fps if self.fps > 0 and not has_frame_rate else 0.0), None
+        # libcamera's virtual camera, the one camera with no device behind it (libcamera registers it
+        # without SystemDevices), lists FrameDurationLimits but completes each request the moment it is
+        # queued (pipeline/virtual/virtual.cpp, queueRequestDevice): it is paced here, like a camera
+        # without the control.
+        is_virtual = "SystemDevices" not in picam2.camera_properties
+        has_frame_rate = "FrameDurationLimits" in picam2.camera_controls and not is_virtual
+        # The virtual camera is paced here at fps 0 too (a frame when the loop asks for one); a webcam at
+        # fps 0 runs at its own rate, each frame ready when the loop asks.
+        self._parks = is_virtual or (self.fps > 0 and not has_frame_rate)
+        self._pace_s, self._last_s = (1.0 / self.fps if self._parks and self.fps > 0 else 0.0), None
         if has_frame_rate:
             frame_us = int(1_000_000 / self.fps) if self.fps > 0 else 0
             controls["FrameDurationLimits"] = (frame_us, frame_us) if frame_us else FREE_RUNNING_FRAME_US
@@ -208,9 +227,8 @@ class Picamera2Camera(Camera):
                                   f"to RGB (it reads {', '.join(FORMATS)})")
         # picamera2 gives YUV streams the configuration's colour space (video: Smpte170m or Rec709).
         self._ycbcr = ycbcr_of(configured.get("colour_space"), requested.get("colour_space"))
-        if "SystemDevices" not in picam2.camera_properties:
-            # libcamera's virtual camera, the one camera with no device behind it (libcamera registers
-            # it without SystemDevices), labels its NV12 Rec709 but fills it with its JPEGs' own YCbCr
+        if is_virtual:
+            # The virtual camera labels its NV12 Rec709 but fills it with its JPEGs' own YCbCr
             # (image_frame_generator.cpp: libyuv::MJPGToNV12): BT.601 at full range.
             self._ycbcr = ("Rec601", True)
         if not self._is_single_stream and self._streams["lores"][1] != self.lores_size:
@@ -250,8 +268,11 @@ class Picamera2Camera(Camera):
                               "YUYV, NV12 or MJPEG (most USB webcams do)")
         size = nearest_listed_size({s for sizes in usable.values() for s in sizes}, self.still_size)
         fmt = next(f for f in SINGLE_STREAM_PREFERENCE if size in usable.get(f, ()))
+        # Paced here, picamera2 keeps no completed request for later (queue): the frame taken is one
+        # that completes after it was asked for.
         return picam2.create_video_configuration(main={"size": size, "format": fmt}, lores=None,
-                                                 buffer_count=SINGLE_STREAM_BUFFER_COUNT, controls=controls)
+                                                 buffer_count=SINGLE_STREAM_BUFFER_COUNT, controls=controls,
+                                                 queue=not self._parks)
 
     def frames(self) -> Iterator[Frame]:
         picam2 = self._picam2
@@ -259,7 +280,7 @@ class Picamera2Camera(Camera):
             raise CameraError("start() the camera before asking it for frames")
         while not self._stopping.is_set():
             try:
-                request = picam2.capture_request(wait=self._timeout_s)
+                request = self._next_request(picam2)
             except TimeoutError:
                 if self._stopping.is_set():
                     return
@@ -267,12 +288,8 @@ class Picamera2Camera(Camera):
                 picam2.cancel_all_and_flush()
                 raise CameraError(f"{self.source} sent no frame for {self._timeout_s:g} s: check the "
                                   "camera's cable and `dmesg` for camera errors") from None
-            if self._pace_s:  # a camera that cannot be asked for a frame rate: its extra frames go back
-                timestamp_s = self._timestamp_s(request)
-                if self._last_s is not None and timestamp_s - self._last_s < 0.95 * self._pace_s:
-                    request.release()
-                    continue
-                self._last_s = timestamp_s
+            if request is None:  # stopped while waiting for the next frame to be due
+                return
             if self._is_single_stream:
                 frame = self._single_stream_frame(request)
                 if frame is not None:
@@ -286,6 +303,33 @@ class Picamera2Camera(Camera):
                 self._release(request)
                 raise
             yield frame
+
+    def _next_request(self, picam2):
+        """The next completed request: the newest one, or, paced here, the first to complete once 1/fps
+        has passed since the last (None if the camera is stopped meanwhile)."""
+        if not self._parks:
+            return picam2.capture_request(wait=self._timeout_s)
+        if self._last_s is not None and self._stopping.wait(self._last_s + self._pace_s - time.monotonic()):
+            return None
+        job = picam2.capture_request(wait=False)  # asked first: the parked buffers fill as soon as they go back
+        self._unpark()
+        request = picam2.wait(job, timeout=self._timeout_s)
+        self._last_s = time.monotonic()
+        return request
+
+    def _park(self, request) -> None:
+        """picamera2's pre_callback, for each completed request: kept from the camera until a frame is due."""
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            request.acquire()
+            self._parked.append(request)
+
+    def _unpark(self) -> None:
+        with self._lock:
+            parked, self._parked = self._parked, []
+        for request in parked:
+            request.release()
 
     def _timestamp_s(self, request) -> float:
         sensor_ns = request.get_metadata().get("SensorTimestamp")
@@ -335,7 +379,8 @@ class Picamera2Camera(Camera):
     def close(self) -> None:
         self._stopping.set()
         with self._lock:
-            held, self._held = self._held, set()
+            held = [*self._held, *self._parked]  # a request can be both: two references
+            self._held, self._parked = set(), []
         for request in held:  # before close(): picamera2 frees the buffers' allocator there
             request.release()
         picam2, self._picam2 = self._picam2, None

@@ -82,6 +82,27 @@ def test_many_more_frames_than_buffers_flow_and_their_sensor_times_advance(stack
     assert started - 5 < times[0] and times[-1] < ended + 1
 
 
+def test_a_camera_paced_here_rests_between_frames(stack):
+    # The virtual camera lists FrameDurationLimits but completes each request the moment it is queued
+    # (most USB webcams have no FrameDurationLimits): fps is kept by holding its buffers until a frame
+    # is due. Unpaced, it completes a frame as soon as it gets a buffer back: hundreds in the time
+    # these take.
+    fps, n = 10.0, 12
+    with camera(stack, fps=fps) as cam:
+        print("camera controls:", cam._picam2.camera_controls)
+        started = time.monotonic()
+        taken = take(cam, n)
+        elapsed = time.monotonic() - started
+        completed = cam._picam2.frames  # picamera2's count of the requests the camera completed
+        buffers = cam._picam2.camera_config["buffer_count"]
+    times = [t for _, _, t in taken]
+    gaps = [round(b - a, 3) for a, b in zip(times, times[1:])]
+    print(f"{n} frames at fps {fps:g} in {elapsed:.2f} s, gaps {gaps}; the camera completed {completed}")
+    assert min(gaps) >= 0.9 / fps
+    # Each frame taken, the parked buffers go back and are filled once: at most buffer_count frames.
+    assert completed <= (n + 1) * buffers, f"the camera completed {completed} frames for {n} taken"
+
+
 def test_stop_from_another_thread_ends_frames(stack):
     with camera(stack) as cam:
         first = threading.Event()

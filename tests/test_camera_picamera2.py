@@ -20,7 +20,7 @@ from fake_picamera2 import PI_SENSOR_MODES, Allocator, LibcameraAllocator, Strea
 from PIL import Image
 
 from appliance.cameras import open_camera
-from appliance.cameras import picamera2 as picamera2_module
+from appliance.cameras import pacing
 from appliance.cameras.picamera2 import (AF_MODE_CONTINUOUS, BUFFER_COUNT, FREE_RUNNING_FRAME_US, Picamera2Camera,
                                          full_field_mode, nearest_listed_size)
 from appliance.cameras.picamera2_stack import Picamera2Stack
@@ -323,7 +323,7 @@ class _Clock(threading.Event):
 def test_a_camera_that_cannot_be_asked_for_a_frame_rate_rests_between_frames_paced_here(monkeypatch):
     picamera2_class = fake("usb")  # no FrameDurationLimits
     clock = _Clock()
-    monkeypatch.setattr(picamera2_module, "time", SimpleNamespace(monotonic=clock.monotonic, time=time.time))
+    monkeypatch.setattr(pacing, "time", SimpleNamespace(monotonic=clock.monotonic))
     with camera(picamera2_class, fps=2.0) as cam:
         cam._stopping = clock
         frames = cam.frames()
@@ -351,7 +351,7 @@ def test_the_virtual_camera_lists_a_frame_rate_it_ignores_so_it_is_paced_here_ev
         with camera(picamera2_class, fps=fps) as cam:
             take(cam, 3)
             picam2 = instance(picamera2_class)
-            assert picam2.pre_callback == cam._park and picam2.camera_config["queue"] is False
+            assert picam2.pre_callback == cam._pacing.park and picam2.camera_config["queue"] is False
             assert "FrameDurationLimits" not in picam2.camera_config["controls"]
         assert picam2.captured == 3 and not picam2.outstanding
 
@@ -434,7 +434,7 @@ def test_a_one_stream_camera_gives_each_request_back_at_once_and_its_main_stays_
         # The frame holds no request; the camera's pacing keeps the one it completed (parked) until the
         # loop asks for the next frame.
         [request] = instance(picamera2_class).outstanding
-        assert request.ref_count == 1 and cam._parked == [request]
+        assert request.ref_count == 1 and cam._pacing.parked == [request]
         assert frame.main.detach().array().shape == (720, 1280, 3)
         frame.release()
 

@@ -31,6 +31,7 @@ import numpy as np
 from appliance.cameras import Camera
 from appliance.cameras import picamera2_stack
 from appliance.cameras.convert import FORMATS, RGB_CHANNELS, area_average, lores_of, to_rgb, ycbcr_of
+from appliance.cameras.pacing import ParkedPacing
 from appliance.errors import CameraError
 from appliance.pipeline.frames import ArrayImage, Frame
 from appliance.pipeline.loop import FRAMES_HELD
@@ -121,13 +122,8 @@ class Picamera2Camera(Camera):
     loaded in ``start()``. ``fps`` 0 lets the camera run free (``FREE_RUNNING_FRAME_US``), and
     ``frames()`` always gets the newest frame, so the model takes frames as fast as it keeps up. A
     camera without ``FrameDurationLimits`` (most USB webcams) cannot be asked for ``fps``, and the
-    virtual camera lists the control but ignores it: these are paced here, by holding their buffers
-    (the virtual camera at ``fps`` 0 too). Each request the camera completes is parked
-    (``pre_callback`` acquires it) instead of going straight back, so between frames the camera has
-    no buffer to fill and rests (libcamera's virtual camera would otherwise make frames as fast as a
-    core runs, only to have them thrown away); when the next frame is due, ``frames()`` asks
-    picamera2 for the next completed request and hands the parked ones back, and the first frame
-    they are filled with is the one taken.
+    virtual camera lists the control but ignores it: these are paced here by holding their buffers
+    between frames (``pacing.ParkedPacing``; the virtual camera at ``fps`` 0 too).
     """
 
     def __init__(self, lores_size: tuple[int, int], still_size: tuple[int, int] = (1920, 1080),
@@ -138,14 +134,11 @@ class Picamera2Camera(Camera):
         self._picam2 = None
         self._uses_libcamera_allocator = self._is_single_stream = False
         self._held: set = set()  # requests handed out in frames and not yet released
-        self._parked: list = []  # paced cameras: completed requests kept from the camera until a frame is due
         self._lock = threading.Lock()
         self._model = "camera"
         self._streams: dict = {}
         self._ycbcr = ("Rec601", False)
-        # Paced here (see above): frames() parks the camera's buffers and takes a frame this often (0: as
-        # often as it is asked).
-        self._parks, self._pace_s, self._last_s = False, 0.0, None
+        self._pacing: ParkedPacing | None = None  # a camera paced here (see above)
         # Long enough for the first frames (exposure settling) and two periods at a slow fps.
         self._timeout_s = 5.0 + 2.0 / (fps if fps > 0 else 1e6 / FREE_RUNNING_FRAME_US[1])
 
@@ -166,8 +159,8 @@ class Picamera2Camera(Camera):
         try:
             self._picam2 = self._open(stack)
             self._configure(self._picam2, stack)
-            if self._parks:
-                self._picam2.pre_callback = self._park
+            if self._pacing is not None:
+                self._picam2.pre_callback = self._pacing.park
             self._picam2.start()
         except Exception as e:
             self.close()
@@ -205,8 +198,8 @@ class Picamera2Camera(Camera):
         has_frame_rate = "FrameDurationLimits" in picam2.camera_controls and not is_virtual
         # The virtual camera is paced here at fps 0 too (a frame when the loop asks for one); a webcam at
         # fps 0 runs at its own rate, each frame ready when the loop asks.
-        self._parks = is_virtual or (self.fps > 0 and not has_frame_rate)
-        self._pace_s, self._last_s = (1.0 / self.fps if self._parks and self.fps > 0 else 0.0), None
+        parks = is_virtual or (self.fps > 0 and not has_frame_rate)
+        self._pacing = ParkedPacing(1.0 / self.fps if self.fps > 0 else 0.0) if parks else None
         if has_frame_rate:
             frame_us = int(1_000_000 / self.fps) if self.fps > 0 else 0
             controls["FrameDurationLimits"] = (frame_us, frame_us) if frame_us else FREE_RUNNING_FRAME_US
@@ -272,7 +265,7 @@ class Picamera2Camera(Camera):
         # that completes after it was asked for.
         return picam2.create_video_configuration(main={"size": size, "format": fmt}, lores=None,
                                                  buffer_count=SINGLE_STREAM_BUFFER_COUNT, controls=controls,
-                                                 queue=not self._parks)
+                                                 queue=self._pacing is None)
 
     def frames(self) -> Iterator[Frame]:
         picam2 = self._picam2
@@ -280,7 +273,10 @@ class Picamera2Camera(Camera):
             raise CameraError("start() the camera before asking it for frames")
         while not self._stopping.is_set():
             try:
-                request = self._next_request(picam2)
+                if self._pacing is None:
+                    request = picam2.capture_request(wait=self._timeout_s)
+                else:
+                    request = self._pacing.next_request(picam2, self._timeout_s, self._stopping)
             except TimeoutError:
                 if self._stopping.is_set():
                     return
@@ -303,33 +299,6 @@ class Picamera2Camera(Camera):
                 self._release(request)
                 raise
             yield frame
-
-    def _next_request(self, picam2):
-        """The next completed request: the newest one, or, paced here, the first to complete once 1/fps
-        has passed since the last (None if the camera is stopped meanwhile)."""
-        if not self._parks:
-            return picam2.capture_request(wait=self._timeout_s)
-        if self._last_s is not None and self._stopping.wait(self._last_s + self._pace_s - time.monotonic()):
-            return None
-        job = picam2.capture_request(wait=False)  # asked first: the parked buffers fill as soon as they go back
-        self._unpark()
-        request = picam2.wait(job, timeout=self._timeout_s)
-        self._last_s = time.monotonic()
-        return request
-
-    def _park(self, request) -> None:
-        """picamera2's pre_callback, for each completed request: kept from the camera until a frame is due."""
-        with self._lock:
-            if self._stopping.is_set():
-                return
-            request.acquire()
-            self._parked.append(request)
-
-    def _unpark(self) -> None:
-        with self._lock:
-            parked, self._parked = self._parked, []
-        for request in parked:
-            request.release()
 
     def _timestamp_s(self, request) -> float:
         sensor_ns = request.get_metadata().get("SensorTimestamp")
@@ -379,8 +348,9 @@ class Picamera2Camera(Camera):
     def close(self) -> None:
         self._stopping.set()
         with self._lock:
-            held = [*self._held, *self._parked]  # a request can be both: two references
-            self._held, self._parked = set(), []
+            held, self._held = [*self._held], set()
+        if self._pacing is not None:
+            held += self._pacing.close()  # a request can be both held and parked: two references
         for request in held:  # before close(): picamera2 frees the buffers' allocator there
             request.release()
         picam2, self._picam2 = self._picam2, None

@@ -34,6 +34,7 @@ REPO=$(dirname "$IMAGE_DIR")
 . "$IMAGE_DIR/lib/download.sh"
 . "$IMAGE_DIR/lib/base-debian.sh"
 . "$IMAGE_DIR/lib/base-raspios.sh"
+. "$IMAGE_DIR/lib/debian-pypi.sh"
 . "$IMAGE_DIR/lib/appliance-layer.sh"
 . "$IMAGE_DIR/lib/assemble.sh"
 . "$IMAGE_DIR/lib/coral.sh"
@@ -86,7 +87,8 @@ prerequisites() {
     local cmds=(sfdisk:fdisk mkfs.ext4:e2fsprogs mkfs.vfat:dosfstools mcopy:mtools xz:xz-utils python3:python3
                 chroot:coreutils systemctl:systemd numfmt:coreutils git:git)
     [ "$(uname -m)" = aarch64 ] || cmds+=(qemu-aarch64-static:qemu-user-static update-binfmts:binfmt-support)
-    [ "$BASE" = debian ] && cmds+=(mmdebstrap:mmdebstrap)
+    [ "$BASE" = debian ] && cmds+=(mmdebstrap:mmdebstrap aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu
+                                   /usr/aarch64-linux-gnu/include/stdio.h:libc6-dev-arm64-cross swig:swig)
     [ "$BASE" = raspios ] && cmds+=(curl:curl losetup:mount e2fsck:e2fsprogs resize2fs:e2fsprogs)
     need "${cmds[@]}"
     python3 -c 'import venv, ensurepip' 2>/dev/null || die "missing prerequisites; install them with:

@@ -3,19 +3,41 @@
 # watchdog, avahi, and the config file on the boot partition.
 # shellcheck shell=bash
 
-PY_TAGS=(--only-binary=:all: --python-version 3.11 --implementation cp --abi cp311
-         --platform manylinux2014_aarch64 --platform manylinux_2_17_aarch64 --platform manylinux_2_27_aarch64
-         --platform manylinux_2_28_aarch64 --platform manylinux_2_31_aarch64 --platform manylinux_2_34_aarch64
-         --platform linux_aarch64 --platform any)
+# image_python: the wheels are chosen for the image's own Python (the root's python3: 3.13 on Debian
+# trixie, 3.11 on Raspberry Pi OS Bookworm), and numpy and Pillow are pinned to the OS's own
+# (python3-numpy, python3-pil): the venv keeps using those, which the OS's compiled modules were
+# built against, and pip installs neither a second time.
+image_python() {
+    PY_VERSION=$(in_root python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])') ||
+        die "the image's root has no working python3"
+    PY_TAGS=(--only-binary=:all: --python-version "$PY_VERSION" --implementation cp --abi "cp${PY_VERSION/./}"
+             --platform manylinux2014_aarch64 --platform manylinux_2_17_aarch64 --platform manylinux_2_27_aarch64
+             --platform manylinux_2_28_aarch64 --platform manylinux_2_31_aarch64 --platform manylinux_2_34_aarch64
+             --platform linux_aarch64 --platform any)
+    OS_CONSTRAINTS="$WORK/constraints.txt"
+    in_root python3 - > "$OS_CONSTRAINTS" <<'PY'
+from importlib.metadata import PackageNotFoundError, version
+for name in ("numpy", "pillow"):
+    try:
+        print(f"{name}=={version(name)}")
+    except PackageNotFoundError:
+        pass
+PY
+    OS_PROVIDED=$(sed 's/==.*//' "$OS_CONSTRAINTS" | paste -sd' ')
+    cat "$IMAGE_DIR/constraints.txt" >> "$OS_CONSTRAINTS"
+    say "the image's Python: $PY_VERSION; from the OS: $(grep -o '^[a-z].*==.*' "$OS_CONSTRAINTS" | paste -sd' ')"
+}
 
-# A venv on the build machine that runs the appliance's own CLI (config show, models fetch) natively.
+# A venv on the build machine that runs the appliance's own CLI (config show, models fetch) natively,
+# and pypa's installer for image/lib/install_wheels.py.
+HOST_TOOLS=(installer==1.1.0)
 host_venv() {
     local venv="$CACHE_DIR/host-venv" stamp
-    stamp=$(sha256sum < "$REPO/pyproject.toml" | cut -c1-16)
+    stamp=$( { cat "$REPO/pyproject.toml"; echo "${HOST_TOOLS[*]}"; } | sha256sum | cut -c1-16)
     if [ ! -f "$venv/.stamp-$stamp" ]; then
         rm -rf "$venv"
         python3 -m venv "$venv" || die "python3 -m venv failed: apt-get install python3-venv"
-        "$venv/bin/pip" install -q --disable-pip-version-check "$REPO" >/dev/null
+        "$venv/bin/pip" install -q --disable-pip-version-check "$REPO" "${HOST_TOOLS[@]}" >/dev/null
         touch "$venv/.stamp-$stamp"
     else
         "$venv/bin/pip" install -q --disable-pip-version-check --no-deps --force-reinstall "$REPO" >/dev/null
@@ -30,15 +52,48 @@ wheels() {
     "$CACHE_DIR/host-venv/bin/pip" wheel -q --disable-pip-version-check --no-deps -w "$dir" "$REPO" >/dev/null
     local wheel
     wheel=$(ls "$dir"/appliance-*.whl)
-    local extra=(lgpio)
     "$CACHE_DIR/host-venv/bin/pip" download -q --disable-pip-version-check "${PY_TAGS[@]}" \
-        -c "$IMAGE_DIR/constraints.txt" -d "$dir" "$wheel" "${extra[@]}" ||
+        -c "$OS_CONSTRAINTS" -d "$dir" "$wheel" ||
         die "could not download the aarch64 wheels from PyPI (see the messages above)"
+    if [ "$BASE" = debian ]; then debian_pypi_wheels "$dir"; fi
     say "$(ls "$dir" | wc -l) wheels, $(du -sh "$dir" | cut -f1)"
 }
 
+# venv_install WHEELDIR: /opt/appliance/venv (it sees the OS's packages) with the wheels, but those of
+# what the OS provides. pip in the root would take ~10 min under emulation: the wheels, resolved and
+# downloaded above, are unpacked natively (image/lib/install_wheels.py) and byte-compiled by the image's
+# python3. All but the appliance is cached, keyed by the wheels and the image's Python, so a rebuild
+# where only the appliance changed installs and compiles the appliance alone.
+venv_install() {
+    local wheeldir="$1" venv=/opt/appliance/venv deps=() wheel name key tar
+    for wheel in "$wheeldir"/*.whl; do
+        name=$(basename "$wheel" | cut -d- -f1 | tr 'A-Z.-' 'a-z__')
+        case " appliance $OS_PROVIDED " in *" $name "*) continue ;; esac
+        deps+=("$wheel")
+    done
+    key=$( { in_root python3 -c 'import sys; print(sys.version)'; sha256sum "${deps[@]}" | cut -d' ' -f1
+             cat "$IMAGE_DIR/lib/install_wheels.py"; } | sha256sum | cut -c1-16)
+    tar="$CACHE_DIR/venv-$BASE-$key.tar"
+    if [ -s "$tar" ]; then
+        say "the venv's ${#deps[@]} dependencies from the cache: $tar"
+        tar -C "$ROOT" --numeric-owner -xpf "$tar"
+    else
+        say "the venv's ${#deps[@]} dependencies: installing, then byte-compiling (arm64, emulated)"
+        in_root python3 -m venv --without-pip --system-site-packages "$venv"
+        "$CACHE_DIR/host-venv/bin/python" "$IMAGE_DIR/lib/install_wheels.py" "$ROOT" "$venv" "$PY_VERSION" "${deps[@]}"
+        in_root "$venv/bin/python" -m compileall -q -j0 "$venv/lib/python$PY_VERSION/site-packages" >/dev/null
+        rm -f "$CACHE_DIR/venv-$BASE-"*.tar  # the venv of older dependencies
+        tar -C "$ROOT" --numeric-owner -cf "$tar.partial" "${venv#/}" && mv "$tar.partial" "$tar"
+    fi
+    "$CACHE_DIR/host-venv/bin/python" "$IMAGE_DIR/lib/install_wheels.py" "$ROOT" "$venv" "$PY_VERSION" \
+        "$wheeldir"/appliance-*.whl
+    in_root "$venv/bin/python" -m compileall -q -j0 "$venv/lib/python$PY_VERSION/site-packages/appliance" >/dev/null
+}
+
 # in_root COMMAND...: run an arm64 command in the image's root (qemu-user through binfmt_misc).
-in_root() { chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C.UTF-8 "$@"; }
+in_root() {
+    chroot "$ROOT" /usr/bin/env -i QEMU_CPU="$QEMU_CPU" PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C.UTF-8 "$@"
+}
 
 chroot_mounts() {
     mount -t proc proc "$ROOT/proc"
@@ -64,24 +119,29 @@ chroot_unmounts() {
 appliance_layer() {
     local wheeldir="$WORK/wheels"
     host_venv
+    image_python
     wheels "$wheeldir"
 
     chroot_mounts
-    # The venv sees the OS's packages (picamera2 and libcamera exist only as Raspberry Pi OS packages).
+    # libcamera, numpy and Pillow (and on Raspberry Pi OS picamera2 and lgpio) come from the OS.
     mkdir -p "$ROOT/opt/appliance"
-    cp -a "$wheeldir" "$ROOT/opt/appliance/wheels"
-    say "creating /opt/appliance/venv and installing the appliance (arm64, emulated)"
-    in_root python3 -m venv --system-site-packages /opt/appliance/venv
-    in_root /opt/appliance/venv/bin/pip install -q --disable-pip-version-check --no-index \
-        --find-links /opt/appliance/wheels appliance lgpio
-    rm -rf "$ROOT/opt/appliance/wheels"
+    venv_install "$wheeldir"
     in_root ln -sf /opt/appliance/venv/bin/appliance /usr/local/bin/appliance
     install -m 644 "$REPO/README.md" "$ROOT/opt/appliance/README.md"
     install -d "$ROOT/opt/appliance/docs"
     install -m 644 "$REPO"/docs/*.md "$ROOT/opt/appliance/docs/"
-    # Prove the arm64 install imports and finds its runtime before going on.
-    in_root /opt/appliance/venv/bin/python -c 'import appliance.inference.classifier, numpy, PIL, flask, sqlite_utils, gpiozero' ||
-        die "the appliance does not import inside the image (see above)"
+    # Prove, before going on, that the arm64 install imports and finds its runtime, that picamera2 and
+    # the rest of the camera stack import as the appliance imports them, and that the OS's numpy and
+    # Pillow are the ones in use.
+    local imports="lgpio"
+    [ "$BASE" = debian ] && imports="$DEBIAN_PYPI_IMPORTS"
+    in_root /opt/appliance/venv/bin/python -c "import appliance.inference.classifier, flask, sqlite_utils, gpiozero, $imports
+import numpy, PIL
+from appliance.cameras.picamera2_stack import load
+load()
+for module in numpy, PIL:
+    assert module.__file__.startswith('/usr/lib/python3/'), f'the venv has its own {module.__name__}: {module.__file__}'" ||
+        die "the appliance or its camera stack does not import inside the image, as above"
 
     # The service user; the login user for SSH and the console.
     install -m 644 "$REPO/systemd/appliance.sysusers" "$ROOT/usr/lib/sysusers.d/appliance.conf"
@@ -146,13 +206,14 @@ appliance_layer() {
     } > "$WORK/appliance.toml" || die "the config ${CONFIG:-(defaults)} is not valid (see above)"
     install -m 644 "$WORK/appliance.toml" "$ROOT/boot/firmware/appliance.toml"
 
-    # systemd's own check of the units as installed (it reads the image's root; nothing runs).
+    # systemd's own check of the units as installed: the image's systemd-analyze, in the root (emulated;
+    # nothing runs), as the build machine's may be older than the image's units and their keys.
     local units=(appliance.service appliance-web.service appliance-web.socket appliance-offload@sda1.service
                  appliance-firstboot.service appliance-system.service)
     [ "$READ_ONLY_ROOT" = 1 ] && units+=(appliance-read-only-root.service)
     local verify_out
     verify_out=$(cd "$ROOT/etc/systemd/system" && cp appliance-offload@.service appliance-offload@sda1.service &&
-        systemd-analyze verify --root="$ROOT" "${units[@]}" 2>&1; rm -f appliance-offload@sda1.service)
+        in_root systemd-analyze verify --man=no "${units[@]}" 2>&1; rm -f appliance-offload@sda1.service)
     [ -z "$verify_out" ] || die "systemd-analyze verify found problems in the installed units:
 $verify_out"
 

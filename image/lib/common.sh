@@ -23,11 +23,13 @@ stage_summary() {
     for line in "${STAGE_TIMES[@]}"; do printf '    %s\n' "$line" >&2; done
 }
 
-# need COMMAND:PACKAGE ...: stop, naming every missing Debian package at once.
+# need COMMAND:PACKAGE ...: stop, naming every missing Debian package at once. A COMMAND that is an
+# absolute path is a file that must exist.
 need() {
     local missing=() pair cmd pkg
     for pair in "$@"; do
         cmd="${pair%%:*}"; pkg="${pair#*:}"
+        if [[ "$cmd" == /* ]]; then [ -e "$cmd" ] || missing+=("$pkg"); continue; fi
         command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || [ -x "/sbin/$cmd" ] || missing+=("$pkg")
     done
     if [ ${#missing[@]} -gt 0 ]; then
@@ -40,6 +42,12 @@ need() {
 need_root() {
     [ "$(id -u)" -eq 0 ] || die "$1 needs root (it makes filesystems, chroots and loop devices): run it with sudo"
 }
+
+# arm64 programs under qemu-user run as a Cortex-A72 (the Pi 4's core, ARMv8.0). QEMU's default CPU
+# implements pointer authentication, which Debian trixie's binaries use in every function (branch
+# protection) and QEMU computes slowly: a Python loop ran 45 times slower than as a Cortex-A72, where
+# those instructions are no-ops. mmdebstrap and chroot pass it on; in_root sets it explicitly.
+export QEMU_CPU=cortex-a72
 
 # Foreign-architecture chroots need binfmt_misc mounted and qemu-aarch64 registered (static, F flag).
 ensure_binfmt() {

@@ -254,6 +254,19 @@ password_gone() { ! on_card grep -q "$PASSWORD" /boot/firmware/appliance.toml; }
 check "the web password's clear text left the boot partition" password_gone
 page=$(curl -fsS --max-time 20 "http://127.0.0.1:$WEB_PORT/" || true)
 check "the review page answers through the port forward" grep -qi "<html" <<<"$page"
+# One network stack: NetworkManager took eth0 by DHCP (QEMU's user network), wrote the resolver, and
+# nothing else runs a DHCP client or a supplicant of its own.
+check "NetworkManager brought eth0 up (connected)" grep -qx "eth0:connected" <<<"$(on_card nmcli -t -f DEVICE,STATE device)"
+check "NetworkManager wrote /etc/resolv.conf (QEMU's DNS at 10.0.2.3)" on_card grep -qx "'nameserver 10.0.2.3'" /etc/resolv.conf
+no_second_network_stack() {
+    local units procs
+    units=$(on_card systemctl list-units --state=active --no-legend "'systemd-networkd*'" "'systemd-resolved*'" \
+        "'wpa_supplicant@*'" "'dhcpcd*'")
+    procs=$(on_card ps -eo comm= | grep -xE 'dhclient|dhcpcd|udhcpc|systemd-network|systemd-resolve' || true)
+    [ -z "$units$procs" ] || { echo "also running: $units $procs" >&2; return 1; }
+}
+check "no other DHCP client, resolver or supplicant unit runs" no_second_network_stack
+check "systemd-timesyncd keeps the time" test "$(on_card systemctl is-active systemd-timesyncd.service)" = active
 kept=$(api "/api/v1/captures?limit=100" | python3 -c 'import json,sys; print(" ".join(sorted(i["source"] for i in json.load(sys.stdin)["items"])))' || echo "(the sync API did not answer)")
 say "kept: $kept"
 check "the loop kept exactly bird.bmp and parrot.jpg" test "$kept" = "bird.bmp parrot.jpg"

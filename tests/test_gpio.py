@@ -10,11 +10,12 @@ import threading
 import time
 
 import pytest
-from conftest import TINY_EDGETPU_MODEL, TINY_MODEL
+from conftest import REPO, TINY_EDGETPU_MODEL, TINY_MODEL
 from gpiozero.pins.mock import MockFactory
 
 from appliance.config import GpioConfig
 from appliance.errors import CameraError
+from appliance.panel import gpio as gpio_module
 from appliance.panel import indicator as ind
 from appliance.panel.gpio import GpioPanel, open_panel
 from appliance.service.app import Appliance
@@ -84,13 +85,37 @@ def test_a_new_pattern_starts_at_once(panel):
     status.assert_states_and_times([(0.0, True), (0.0, False)])
 
 
-def test_a_laptop_without_gpio_runs_without_leds_when_auto_and_refuses_when_on(caplog):
+def test_a_laptop_without_gpio_runs_without_leds_when_auto_and_refuses_when_on(caplog, tmp_path):
     caplog.set_level(logging.INFO)
-    assert open_panel(GpioConfig(enabled="auto"), queue.Queue()) is None
-    assert "no LEDs or buttons" in caplog.text
+    laptop = tmp_path / "no-device-tree"
+    assert open_panel(GpioConfig(enabled="auto"), queue.Queue(), model_path=laptop) == (None, None)
+    assert "no LEDs or buttons" in caplog.text and "WARNING" not in caplog.text
     with pytest.raises(Exception, match='gpio.enabled = "auto"'):
-        open_panel(GpioConfig(enabled="on"), queue.Queue())
-    assert open_panel(GpioConfig(enabled="off"), queue.Queue()) is None
+        open_panel(GpioConfig(enabled="on"), queue.Queue(), model_path=laptop)
+    assert open_panel(GpioConfig(enabled="off"), queue.Queue(), model_path=laptop) == (None, None)
+
+
+def test_a_raspberry_pi_whose_pins_do_not_open_is_a_problem_shown_not_an_info_line(caplog, tmp_path):
+    model = tmp_path / "model"
+    model.write_bytes(b"Raspberry Pi 5 Model B Rev 1.0\0")  # as /proc/device-tree/model reads
+    panel, problem = open_panel(GpioConfig(enabled="auto"), queue.Queue(), model_path=model)
+    assert panel is None and problem.startswith("the LEDs and buttons are off: Raspberry Pi 5 Model B Rev 1.0 has GPIO")
+    assert "LG_WD" in problem
+    assert any(r.levelno == logging.WARNING and r.getMessage() == problem for r in caplog.records)
+
+
+def test_the_status_and_its_page_field_say_why_a_raspberry_pis_leds_are_off(make_config, tmp_path, monkeypatch):
+    model = tmp_path / "model"
+    model.write_bytes(b"Raspberry Pi 4 Model B Rev 1.5\0")
+    monkeypatch.setattr(gpio_module, "DEVICE_TREE_MODEL", model)
+    appliance = Appliance(make_config(gpio={"enabled": "auto", "pin_factory": "default"}))
+    try:
+        leds = appliance.status()["leds"]
+    finally:
+        appliance.close()
+    assert leds["pins"] == "none" and "Raspberry Pi 4 Model B Rev 1.5 has GPIO" in leds["problem"]
+    page = (REPO / "appliance/web/templates/status.html").read_text()
+    assert 'data-field="loop.leds.problem"' in page
 
 
 # -- buttons on a running appliance ---------------------------------------------------------------------

@@ -17,7 +17,7 @@ from appliance.cli import main
 from appliance.config import load_config, to_toml
 from appliance.errors import ConfigError, SystemSettingsError
 from appliance.system.read_only_root import set_read_only_root
-from appliance.system.settings import FIRST_BOOT_RECORD, apply, hosts_with_hostname, wpa_psk
+from appliance.system.settings import FIRST_BOOT_RECORD, apply, hosts_with_hostname, nm_ssid, wpa_psk
 
 ADMIN_UID = 1000
 MMC = "sys/devices/platform/emmc2bus/fe340000.mmc/mmc_host/mmc0/mmc0:59b4/block/mmcblk0"
@@ -57,7 +57,12 @@ def root(tmp_path):
         "usr/share/zoneinfo/UTC": "TZif2 UTC",
         "usr/share/zoneinfo/Europe/Oslo": "TZif2 Oslo",
         "lib/systemd/system/ssh.service": "[Unit]\nDescription=OpenBSD Secure Shell server\n",
-        "lib/systemd/system/wpa_supplicant@.service": "[Unit]\nDescription=WPA supplicant daemon (for interface %I)\n",
+        "boot/firmware/cmdline.txt": "console=serial0,115200 console=tty1 root=PARTUUID=1234abcd-02 rootfstype=ext4 "
+                                     "fsck.repair=yes rootwait\n",
+        # Raspberry Pi OS trixie leaves the radio blocked until a country is set (pi-gen stage2)
+        "var/lib/systemd/rfkill/platform-3f300000.mmcnr:wlan": "1\n",
+        "var/lib/NetworkManager/NetworkManager.state": "[main]\nNetworkingEnabled=true\nWirelessEnabled=false\n"
+                                                       "WWANEnabled=true\n",
         f"{MMC}/mmcblk0p2/partition": "2\n",
         f"{MMC}/mmcblk0p3/partition": "3\n",
     }
@@ -157,15 +162,21 @@ def test_every_setting_is_written_where_debian_reads_it(root, write_config):
     assert os.readlink(root / "etc/localtime") == "/usr/share/zoneinfo/Europe/Oslo"
     assert (root / "etc/timezone").read_text() == "Europe/Oslo\n"
 
-    wpa = root / "etc/wpa_supplicant/wpa_supplicant-wlan0.conf"
-    assert stat.S_IMODE(wpa.stat().st_mode) == 0o600
-    text = wpa.read_text()
-    for line in ("ctrl_interface=DIR=/run/wpa_supplicant GROUP=netdev", "update_config=0", "country=NO",
-                 'ssid="IEEE"', "psk=f42c6fc52df0ebef9ebb4b90b38a5f902e83fe1b135a70e23aed762e9710a12e"):
-        assert line in text
+    keyfile = root / "etc/NetworkManager/system-connections/appliance-wifi.nmconnection"
+    assert stat.S_IMODE(keyfile.stat().st_mode) == 0o600
+    text = keyfile.read_text()
+    for line in ("[connection]", "type=wifi", "interface-name=wlan0", "autoconnect=true", "[wifi]", "ssid=IEEE",
+                 "[wifi-security]", "key-mgmt=wpa-psk",
+                 "psk=f42c6fc52df0ebef9ebb4b90b38a5f902e83fe1b135a70e23aed762e9710a12e", "[ipv4]", "method=auto"):
+        assert line in text.splitlines()
     assert "password" not in text  # the passphrase itself never reaches the root filesystem
+    # The regulatory domain as raspi-config sets it; the radio unblocked at the next boot, in both places.
+    cmdline = (root / "boot/firmware/cmdline.txt").read_text()
+    assert cmdline.endswith(" rootwait cfg80211.ieee80211_regdom=NO\n") and cmdline.count("\n") == 1
+    assert (root / "var/lib/systemd/rfkill/platform-3f300000.mmcnr:wlan").read_text() == "0\n"
+    assert "WirelessEnabled=true" in (root / "var/lib/NetworkManager/NetworkManager.state").read_text()
     wants = root / "etc/systemd/system/multi-user.target.wants"
-    assert os.readlink(wants / "wpa_supplicant@wlan0.service") == "/lib/systemd/system/wpa_supplicant@.service"
+    assert not (wants / "wpa_supplicant@wlan0.service").exists()  # no second supplicant
 
     keys = root / "home/admin/.ssh/authorized_keys"
     assert keys.read_text() == f"{KEY_1}\n{KEY_2}\n"
@@ -188,12 +199,36 @@ def test_the_wifi_key_is_the_one_wpa_passphrase_derives():
     assert wpa_psk("AB" * 32, "anything") == "ab" * 32  # 64 hex digits are the key itself
 
 
-def test_an_open_network_has_no_key_and_an_awkward_ssid_is_written_in_hex(root, write_config):
+def test_an_open_network_has_no_key_and_an_awkward_ssid_is_written_as_its_bytes(root, write_config):
     path = write_config('[system]\nwifi_country = "gb"\nwifi_ssid = "Café \\"Wi-Fi\\""\n')
     apply(load_config(path), path, root=root)
-    text = (root / "etc/wpa_supplicant/wpa_supplicant-wlan0.conf").read_text()
-    assert "country=GB" in text and "key_mgmt=NONE" in text and "psk=" not in text
-    assert "ssid=" + 'Café "Wi-Fi"'.encode().hex() in text
+    text = (root / "etc/NetworkManager/system-connections/appliance-wifi.nmconnection").read_text()
+    assert "[wifi-security]" not in text and "psk=" not in text
+    assert "ssid=" + "".join(f"{b};" for b in 'Café "Wi-Fi"'.encode()) in text.splitlines()
+    assert (root / "boot/firmware/cmdline.txt").read_text().split()[-1] == "cfg80211.ieee80211_regdom=GB"
+
+
+def test_nm_ssid_keeps_plain_names_and_writes_the_bytes_of_anything_a_keyfile_could_misread():
+    assert nm_ssid("IEEE") == "IEEE" and nm_ssid("my home wifi") == "my home wifi"
+    for awkward in (" leading", "trailing ", "semi;colon", "back\\slash", "#hash", "Café", "tab\there"):
+        assert nm_ssid(awkward) == "".join(f"{b};" for b in awkward.encode()), awkward
+
+
+def test_a_country_change_replaces_the_regulatory_domain_and_an_appliance_before_networkmanager_is_cleaned(
+        root, write_config):
+    (root / "etc/wpa_supplicant").mkdir(parents=True)
+    (root / "etc/wpa_supplicant/wpa_supplicant-wlan0.conf").write_text("network={}\n")
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True)
+    (wants / "wpa_supplicant@wlan0.service").symlink_to("/lib/systemd/system/wpa_supplicant@.service")
+    apply(load_config(write_config(FULL)), None, root=root)
+    assert not (root / "etc/wpa_supplicant/wpa_supplicant-wlan0.conf").exists()
+    assert not (wants / "wpa_supplicant@wlan0.service").is_symlink()
+    apply(load_config(write_config(FULL.replace('wifi_country = "NO"', 'wifi_country = "SE"'))), None, root=root)
+    cmdline = (root / "boot/firmware/cmdline.txt").read_text()
+    assert "regdom=SE" in cmdline and "regdom=NO" not in cmdline and cmdline.count("regdom") == 1
+    assert not apply(load_config(write_config(FULL.replace('wifi_country = "NO"', 'wifi_country = "SE"'))),
+                     None, root=root).is_changed
 
 
 def test_the_127_0_1_1_line_is_replaced_or_added_and_other_lines_kept():
@@ -212,8 +247,7 @@ def test_without_ssh_keys_ssh_is_off_its_link_and_the_keys_file_removed(root, wr
     wants = root / "etc/systemd/system/multi-user.target.wants"
     assert not (wants / "ssh.service").is_symlink()
     assert not (root / "home/admin/.ssh/authorized_keys").exists()
-    assert not (wants / "wpa_supplicant@wlan0.service").is_symlink()
-    assert not (root / "etc/wpa_supplicant/wpa_supplicant-wlan0.conf").exists()
+    assert not (root / "etc/NetworkManager/system-connections/appliance-wifi.nmconnection").exists()
     assert "etc/systemd/system/multi-user.target.wants/ssh.service: removed" in report.changed
     assert is_hash_of("hunter2-console", shadow_hash(root))  # no password set: left alone
 

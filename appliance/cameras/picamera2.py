@@ -228,7 +228,7 @@ class Picamera2Camera(Camera):
             log.warning("camera gives lores at %s, not %s; resizing each frame", self._streams["lores"][1],
                         self.lores_size)
         limits = picam2.camera_controls.get("FrameDurationLimits")
-        if self.fps > 0 and limits and not limits[0] <= 1_000_000 / self.fps <= limits[1]:
+        if self._pacing is None and self.fps > 0 and limits and not limits[0] <= 1_000_000 / self.fps <= limits[1]:
             log.warning("%s cannot run at %g fps in this mode; libcamera will clamp it", self.source, self.fps)
 
     def _two_stream_configuration(self, picam2, stack, controls) -> dict:

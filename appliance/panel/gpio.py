@@ -13,12 +13,14 @@ import logging
 import queue
 import threading
 import warnings
+from pathlib import Path
 
 from appliance.errors import GpioUnavailable
 from appliance.panel.indicator import LEDS, OFF, Pattern
 
 log = logging.getLogger(__name__)
 
+DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
 BOUNCE_S = 0.02  # contact bounce of ordinary tactile switches settles well within this
 # Events posted by the buttons.
 PAUSE_PRESSED, PAUSE_RELEASED, PAUSE_HELD, OFFLOAD_PRESSED = "pause-pressed", "pause-released", "pause-held", "offload-pressed"
@@ -115,17 +117,34 @@ def pin_factory(name: str):
         raise GpioUnavailable(f"this machine has no GPIO ({e})") from None
 
 
-def open_panel(gpio_config, events: queue.Queue, factory=None) -> GpioPanel | None:
-    """The panel, or None when ``gpio.enabled`` is off, or auto on a machine without GPIO (said once).
+def open_panel(gpio_config, events: queue.Queue, factory=None,
+               model_path: Path | None = None) -> tuple[GpioPanel | None, str | None]:
+    """The panel, or None when ``gpio.enabled`` is off, or auto on a machine without GPIO; and why a
+    Raspberry Pi's pins did not open (None elsewhere: a laptop has no LEDs to lose).
 
-    ``factory`` overrides ``gpio.pin_factory`` (a test passes the MockFactory whose pins it drives)."""
+    ``factory`` overrides ``gpio.pin_factory`` (a test passes the MockFactory whose pins it drives);
+    ``model_path`` the device tree's model file."""
     if gpio_config.enabled == "off":
-        return None
+        return None, None
     try:
-        return GpioPanel(gpio_config, events, factory or pin_factory(gpio_config.pin_factory))
+        return GpioPanel(gpio_config, events, factory or pin_factory(gpio_config.pin_factory)), None
     except GpioUnavailable as e:
         if gpio_config.enabled == "on":
             raise GpioUnavailable(f"{e}: set gpio.enabled = \"auto\" to run without LEDs and buttons, "
                                   "or gpio.pin_factory = \"mock\"") from None
-        log.info("no LEDs or buttons: %s", e)
+        model = board_model(model_path or DEVICE_TREE_MODEL)
+        if model is None or not model.startswith("Raspberry Pi"):
+            log.info("no LEDs or buttons: %s", e)
+            return None, None
+        problem = (f"the LEDs and buttons are off: {model} has GPIO, but {e}; check that the lgpio module is "
+                   "installed and that the service can write its working directory (LG_WD)")
+        log.warning("%s", problem)
+        return None, problem
+
+
+def board_model(path: Path = DEVICE_TREE_MODEL) -> str | None:
+    """The board's name from the device tree (e.g. "Raspberry Pi 5 Model B Rev 1.0"), None without one."""
+    try:
+        return path.read_bytes().rstrip(b"\0").decode(errors="replace").strip() or None
+    except OSError:
         return None

@@ -68,7 +68,7 @@ class Appliance:
         self._stack = ExitStack()
         # The pins first: if anything after this fails, the LEDs can still say what.
         self.button_events: queue.Queue = queue.Queue()
-        self.panel = open_panel(config.gpio, self.button_events, pin_factory)
+        self.panel, self.panel_problem = open_panel(config.gpio, self.button_events, pin_factory)
         self.panel_controller = PanelController(self.panel, self.button_events, self._panel_actions())
         try:
             self._build(camera)
@@ -258,7 +258,8 @@ class Appliance:
             "accelerator": {"requested": self.classifier.accelerator.requested,
                             "backend": self.classifier.backend, "problem": self.classifier.accelerator.problem,
                             "is_degraded": self.classifier.accelerator.is_degraded},
-            "leds": {"pins": self._pins_in_use(), **(self.panel_controller.describe() if self.panel else {})},
+            "leds": {"pins": self._pins_in_use(), "problem": self.panel_problem,
+                     **(self.panel_controller.describe() if self.panel else {})},
         }
 
     def _pins_in_use(self) -> str:

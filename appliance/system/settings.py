@@ -9,13 +9,13 @@ folder laid out like a Debian root, so tests (and a mounted image) use a folder;
   report of a second run is empty.
 * Every file is written atomically (``appliance.storage.files``).
 * No secret is logged, reported or recorded. The Wi-Fi passphrase is written only as the key
-  wpa_passphrase would derive from it. Clear-text passwords become hashes, and the config file is
+  wpa_passphrase would derive from it, in NetworkManager's keyfile (root-only). Clear-text passwords become hashes, and the config file is
   rewritten without them.
-* Wi-Fi and SSH are switched on and off by their ``multi-user.target.wants`` links, which systemd
-  reads at boot; with ``root = /`` a changed link is also started or stopped now (without
-  waiting, since this runs early in the boot).
+* Wi-Fi is a NetworkManager keyfile, and SSH is switched on and off by its ``multi-user.target.wants``
+  link, both read at boot; with ``root = /`` a change is also made live now (without waiting, since
+  this runs early in the boot).
 * External commands (``findmnt``, ``growpart``, ``resize2fs``, ``ssh-keygen``, ``systemctl``,
-  ``rfkill``) go through the injected ``run``, which is called like ``subprocess.run``.
+  ``rfkill``, ``nmcli``) go through the injected ``run``, which is called like ``subprocess.run``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import re
 import socket
 import stat
 import subprocess
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,9 +40,14 @@ from appliance.system.root import RootFiles
 
 ADMIN = "admin"
 WANTS = "etc/systemd/system/multi-user.target.wants"
-WPA_CONF = "etc/wpa_supplicant/wpa_supplicant-wlan0.conf"
-WIFI_SERVICE, SSH_SERVICE = "wpa_supplicant@wlan0.service", "ssh.service"
-WPA_LINK, WPA_UNIT = f"{WANTS}/{WIFI_SERVICE}", "/lib/systemd/system/wpa_supplicant@.service"
+NM_WIFI_ID = "appliance-wifi"
+NM_WIFI = f"etc/NetworkManager/system-connections/{NM_WIFI_ID}.nmconnection"
+NM_STATE = "var/lib/NetworkManager/NetworkManager.state"
+RFKILL_STATE = "var/lib/systemd/rfkill"
+CMDLINE = "boot/firmware/cmdline.txt"
+LEGACY_WPA_CONF = "etc/wpa_supplicant/wpa_supplicant-wlan0.conf"
+LEGACY_WPA_LINK = f"{WANTS}/wpa_supplicant@wlan0.service"
+WIFI, SSH_SERVICE = "wifi", "ssh.service"
 SSH_LINK, SSH_UNIT = f"{WANTS}/{SSH_SERVICE}", "/lib/systemd/system/ssh.service"
 SSH_HOST_KEY = "etc/ssh/ssh_host_ed25519_key"
 FIRST_BOOT_RECORD = "var/lib/appliance/first-boot.json"
@@ -74,7 +80,7 @@ def apply(config: Config, config_path: Path | None, root: Path = Path("/"), firs
     _set_hostname(fs, system.hostname)
     switched = {}  # service -> start (True) or stop, for the services whose setting changed
     if _set_wifi(fs, system, config_path):
-        switched[WIFI_SERVICE] = bool(system.wifi_ssid)
+        switched[WIFI] = bool(system.wifi_ssid)
     if _set_ssh(fs, system, run):
         switched[SSH_SERVICE] = bool(system.ssh_keys)
     if fs.is_live and switched:
@@ -138,31 +144,62 @@ def _set_timezone(fs: RootFiles, name: str) -> None:
 
 
 # -- Wi-Fi ---------------------------------------------------------------------------------------------
+# NetworkManager owns the network on both bases (Raspberry Pi OS's own choice): the Wi-Fi network is
+# one keyfile of its own, the regulatory domain is set the way raspi-config sets it (cmdline.txt and
+# the rfkill state systemd restores at boot), and NetworkManager's radio switch is on.
 
 def _set_wifi(fs: RootFiles, system: SystemConfig, config_path: Path | None) -> bool:
-    """Write or remove the network and the service's link; True if either changed."""
+    """Write or remove the network, the regulatory domain and the radio's state; True if any changed."""
+    changed = _remove_legacy_wifi(fs)
     if not system.wifi_ssid:
-        return fs.remove(WPA_LINK) | fs.remove(WPA_CONF)
-    return (fs.write(WPA_CONF, wpa_supplicant_conf(system, config_path).encode(), mode=0o600)
-            | fs.link(WPA_LINK, WPA_UNIT))
+        return fs.remove(NM_WIFI) | changed
+    changed |= fs.write(NM_WIFI, nm_wifi_keyfile(system, config_path).encode(), mode=0o600)
+    changed |= _set_regulatory_domain(fs, system.wifi_country)
+    for state in sorted(fs.path(RFKILL_STATE).glob("*:wlan")):  # 1 = blocked at the last shutdown
+        changed |= fs.write(f"{RFKILL_STATE}/{state.name}", b"0\n")
+    nm_state = fs.read_text(NM_STATE, "")
+    if nm_state and "WirelessEnabled=false" in nm_state:
+        changed |= fs.write(NM_STATE, nm_state.replace("WirelessEnabled=false", "WirelessEnabled=true").encode())
+    return changed
 
 
-def wpa_supplicant_conf(system: SystemConfig, config_path: Path | None = None) -> str:
-    """The wpa_supplicant-wlan0.conf for the config's network; it holds the derived key, never the passphrase."""
+def _remove_legacy_wifi(fs: RootFiles) -> bool:
+    """What appliances before NetworkManager wrote: a second supplicant, if left, would fight it."""
+    return fs.remove(LEGACY_WPA_LINK) | fs.remove(LEGACY_WPA_CONF)
+
+
+def _set_regulatory_domain(fs: RootFiles, country: str) -> bool:
+    """``cfg80211.ieee80211_regdom=XX`` in cmdline.txt, as raspi-config writes it (read at boot)."""
+    current = fs.read_text(CMDLINE, "")
+    if not current.strip():
+        fs.warn(f"{CMDLINE}: missing, so the Wi-Fi country {country} is not set at boot")
+        return False
+    words = [w for w in current.split() if not w.startswith("cfg80211.ieee80211_regdom=")]
+    wanted = " ".join([*words, f"cfg80211.ieee80211_regdom={country}"]) + "\n"
+    return False if wanted.split() == current.split() else fs.write(CMDLINE, wanted.encode())
+
+
+def nm_wifi_keyfile(system: SystemConfig, config_path: Path | None = None) -> str:
+    """NetworkManager's keyfile for the config's network: the derived key, never the passphrase."""
     where = f"[system] in {config_path}" if config_path else "[system] in the appliance config"
+    lines = [f"# Written by `appliance system apply` from {where}: change it there, not here.",
+             "[connection]", f"id={NM_WIFI_ID}", f"uuid={uuid.uuid5(uuid.NAMESPACE_URL, 'appliance-wifi')}",
+             "type=wifi", "interface-name=wlan0", "autoconnect=true", "",
+             "[wifi]", "mode=infrastructure", f"ssid={nm_ssid(system.wifi_ssid)}", ""]
     if system.wifi_passphrase:
-        security = f"\tpsk={wpa_psk(system.wifi_passphrase, system.wifi_ssid)}"
-    else:
-        security = "\tkey_mgmt=NONE"
-    return (f"# Written by `appliance system apply` from {where}: change it there, not here.\n"
-            "ctrl_interface=DIR=/run/wpa_supplicant GROUP=netdev\n"
-            "update_config=0\n"
-            f"country={system.wifi_country}\n"
-            "\n"
-            "network={\n"
-            f"\t{ssid_setting(system.wifi_ssid)}\n"
-            f"{security}\n"
-            "}\n")
+        lines += ["[wifi-security]", "key-mgmt=wpa-psk", f"psk={wpa_psk(system.wifi_passphrase, system.wifi_ssid)}", ""]
+    lines += ["[ipv4]", "method=auto", "", "[ipv6]", "method=auto", ""]
+    return "\n".join(lines)
+
+
+def nm_ssid(ssid: str) -> str:
+    """The keyfile's ``ssid=`` value: the name itself when it is plain printable ASCII, else its bytes as
+    NetworkManager writes them (``72;105;`` …), which no keyfile escaping can misread."""
+    raw = ssid.encode()
+    if all(0x21 <= b < 0x7F for b in raw[:1] + raw[-1:]) and all(0x20 <= b < 0x7F for b in raw) \
+            and not set(raw) & set(b";\\#"):
+        return ssid
+    return "".join(f"{b};" for b in raw)
 
 
 def wpa_psk(passphrase: str, ssid: str) -> str:
@@ -170,14 +207,6 @@ def wpa_psk(passphrase: str, ssid: str) -> str:
     if re.fullmatch(r"[0-9A-Fa-f]{64}", passphrase):
         return passphrase.lower()
     return hashlib.pbkdf2_hmac("sha1", passphrase.encode(), ssid.encode(), 4096, 32).hex()
-
-
-def ssid_setting(ssid: str) -> str:
-    """``ssid="…"`` for plain printable names; the hex form for anything wpa_supplicant could misread."""
-    raw = ssid.encode()
-    if all(0x20 <= b < 0x7F for b in raw) and b'"' not in raw and b"\\" not in raw:
-        return f'ssid="{ssid}"'
-    return f"ssid={raw.hex()}"
 
 
 # -- SSH and the admin password ------------------------------------------------------------------------
@@ -204,10 +233,15 @@ def _set_ssh(fs: RootFiles, system: SystemConfig, run) -> bool:
 
 
 def _switch_services(run, switched: dict[str, bool]) -> None:
-    """The running systemd read the links at boot: tell it. --no-block, as boot may be waiting for us."""
-    _run(run, ["systemctl", "daemon-reload"])
-    if switched.get(WIFI_SERVICE):
-        _run(run, ["rfkill", "unblock", "wifi"])  # Raspberry Pi OS keeps the radio blocked until a country is set
+    """The running system read the files at boot: tell it. --no-block, as boot may be waiting for us."""
+    wifi = switched.pop(WIFI, None)
+    if wifi is not None:
+        _run(run, ["nmcli", "connection", "reload"])
+        if wifi:
+            _run(run, ["rfkill", "unblock", "wifi"])  # the kernel's state; cmdline.txt's country counts from the next boot
+            _run(run, ["nmcli", "radio", "wifi", "on"])  # NetworkManager then joins it by itself (autoconnect)
+    if switched:
+        _run(run, ["systemctl", "daemon-reload"])
     for service, is_on in switched.items():
         _run(run, ["systemctl", "restart" if is_on else "stop", "--no-block", service])
 

@@ -172,12 +172,21 @@ for module in numpy, PIL:
         install -m 644 "$REPO/systemd/appliance-read-only-root.service" "$ROOT/etc/systemd/system/"
         systemctl --root="$ROOT" enable appliance-read-only-root.service >/dev/null 2>&1
     fi
-    systemctl --root="$ROOT" enable appliance.service appliance-web.socket appliance-firstboot.service \
-        appliance-system.service systemd-networkd.service systemd-resolved.service systemd-timesyncd.service \
-        avahi-daemon.service >/dev/null 2>&1
+    # One unit per call: systemctl enables none of them if one is missing, and says which.
+    local unit
+    for unit in appliance.service appliance-web.socket appliance-firstboot.service appliance-system.service \
+                NetworkManager.service systemd-timesyncd.service avahi-daemon.service; do
+        systemctl --root="$ROOT" enable "$unit" 2>&1 | { grep -v '^Created symlink' >&2 || true; }
+        [ "$(systemctl --root="$ROOT" is-enabled "$unit" 2>&1)" = enabled ] || die "could not enable $unit in the image"
+    done
+    # NetworkManager is the one network stack (Ethernet by DHCP, Wi-Fi from appliance.toml): nothing
+    # else may take an interface, and it writes /etc/resolv.conf itself (no systemd-resolved).
+    for unit in systemd-networkd.service systemd-networkd.socket wpa_supplicant@wlan0.service; do
+        systemctl --root="$ROOT" disable "$unit" >/dev/null 2>&1 || true
+    done
+    rm -f "$ROOT/etc/resolv.conf" && : > "$ROOT/etc/resolv.conf"
     # SSH stays off unless the boot partition's config gives a key (first boot turns it on).
     systemctl --root="$ROOT" disable ssh.service >/dev/null 2>&1 || true
-    ln -sf ../run/systemd/resolve/stub-resolv.conf "$ROOT/etc/resolv.conf"
 
     # Data, models, and the photos a replay camera plays.
     install -d -m 755 "$ROOT/var/lib/appliance/models"

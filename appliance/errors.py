@@ -100,3 +100,7 @@ class PasswordMissing(ApplianceError, ValueError):
 
 class BenchmarkError(ApplianceError, RuntimeError):
     """A benchmark cannot measure: a step it runs (the loop, the page, a sync) failed, or its input does not fit."""
+
+
+class NetworkError(ApplianceError, OSError):
+    """NetworkManager refused or failed an action (opening the hotspot, joining the Wi-Fi); its own words."""

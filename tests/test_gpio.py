@@ -3,11 +3,13 @@ presses driving a real running appliance (replay camera, real model)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from conftest import REPO, TINY_EDGETPU_MODEL, TINY_MODEL
@@ -15,6 +17,7 @@ from gpiozero.pins.mock import MockFactory
 
 from appliance.config import GpioConfig
 from appliance.errors import CameraError
+from appliance.network.service import read_request
 from appliance.panel import gpio as gpio_module
 from appliance.panel import indicator as ind
 from appliance.panel.gpio import GpioPanel, open_panel
@@ -214,6 +217,30 @@ def test_the_offload_button_says_when_there_is_no_stick_and_starts_an_offload_wh
     press(factory, PINS.offload_button)
     wait_until(lambda: calls["offload"] == [{"trigger": "button"}], "the offload is started")
     wait_until(lambda: appliance.panel_controller.describe()["status"] == "fast pulse", "offloading: fast green pulse")
+
+
+def test_holding_the_offload_button_asks_for_the_hotspot_and_the_green_led_says_when_it_is_open(device):
+    appliance, _, factory, calls, usb = device
+    runtime = appliance.config.status.runtime_dir
+    (usb / "usb-SanDisk_Cruzer_4C530001-0:0-part1").touch()  # a stick is there: a hold must still not offload
+    press(factory, PINS.offload_button, hold_s=PINS.hold_for_hotspot_s + 0.3)
+    wait_until(lambda: read_request(runtime) == "on", "the hotspot is asked for")
+    assert calls["offload"] == []
+    # What appliance-network.service writes once the hotspot is open.
+    write_network(runtime, {"mode": "hotspot", "request": "on"})
+    wait_until(lambda: appliance.panel_controller.describe()["status"] == "double heartbeat", "green: double heartbeat")
+    assert appliance.status()["network"]["mode"] == "hotspot"
+    press(factory, PINS.offload_button, hold_s=PINS.hold_for_hotspot_s + 0.3)  # held again: back to automatic
+    wait_until(lambda: read_request(runtime) == "auto", "automatic again")
+    write_network(runtime, {"mode": "connected", "request": "auto"})
+    wait_until(lambda: appliance.panel_controller.describe()["status"] == "heartbeat", "green: heartbeat again")
+    assert calls["offload"] == []
+    press(factory, PINS.offload_button)  # a short press still offloads
+    wait_until(lambda: calls["offload"] == [{"trigger": "button"}], "the offload is started")
+
+
+def write_network(runtime, status):
+    (Path(runtime) / "network.json").write_text(json.dumps(status))
 
 
 def test_a_keep_flashes_the_keep_led_on_its_pin(device):

@@ -82,6 +82,7 @@ def test_an_unknown_event_is_a_programming_error():
 # How to get into each situation the documented vocabulary names.
 SITUATIONS = {
     "booting": [], "watching": [("mode", "watching")], "paused": [("mode", "paused")],
+    "watching, with its own Wi-Fi hotspot open": [("mode", "watching"), ("hotspot", True)],
     "kept a frame": [("mode", "watching"), "kept"],
     "storage low": [("storage", "low")], "storage full: keeping stopped": [("storage", "full")],
     **{f"fault: {ind.FAULT_NAMES[k]}": [("fault", k)] for k in ind.FAULT_CODES},

@@ -208,6 +208,26 @@ def test_an_open_network_has_no_key_and_an_awkward_ssid_is_written_as_its_bytes(
     assert (root / "boot/firmware/cmdline.txt").read_text().split()[-1] == "cfg80211.ieee80211_regdom=GB"
 
 
+def test_the_hotspot_keyfile_is_root_only_wpa2_with_the_derived_key_and_the_fixed_address(root, write_config):
+    path = write_config('[system]\nhostname = "birdcam"\nwifi_country = "NO"\nhotspot_passphrase = "correct horse"\n')
+    report = apply(load_config(path), path, root=root)
+    keyfile = root / "etc/NetworkManager/system-connections/appliance-hotspot.nmconnection"
+    assert keyfile.stat().st_mode & 0o777 == 0o600
+    text = keyfile.read_text()
+    assert "correct horse" not in text + repr(report)
+    # The key wpa_passphrase derives from the passphrase and the network's name, the hostname.
+    key = wpa_psk("correct horse", "birdcam")
+    for line in ("mode=ap", "ssid=birdcam", "key-mgmt=wpa-psk", "proto=rsn", "pairwise=ccmp", f"psk={key}",
+                 "method=shared", "address1=10.42.0.1/24", "autoconnect=false", "id=appliance-hotspot"):
+        assert line in text.splitlines(), line
+    # The radio: the country set, and unblocked (no Wi-Fi network needed for that).
+    assert (root / "boot/firmware/cmdline.txt").read_text().split()[-1] == "cfg80211.ieee80211_regdom=NO"
+    assert (root / "var/lib/systemd/rfkill/platform-3f300000.mmcnr:wlan").read_text() == "0\n"
+    assert "WirelessEnabled=true" in (root / "var/lib/NetworkManager/NetworkManager.state").read_text()
+    apply(load_config(write_config('[system]\nhostname = "birdcam"\n')), path, root=root)
+    assert not keyfile.exists()
+
+
 def test_nm_ssid_keeps_plain_names_and_writes_the_bytes_of_anything_a_keyfile_could_misread():
     assert nm_ssid("IEEE") == "IEEE" and nm_ssid("my home wifi") == "my home wifi"
     for awkward in (" leading", "trailing ", "semi;colon", "back\\slash", "#hash", "Café", "tab\there"):
@@ -347,7 +367,7 @@ def test_the_first_boot_record_says_what_was_applied_and_holds_no_secret(root, w
     record = json.loads(text)
     assert record["version"] and record["time_utc"].endswith("Z")
     assert record["settings"] == {"hostname": "birdcam", "timezone": "Europe/Oslo",
-                                  "wifi": {"ssid": "IEEE", "country": "NO", "is_open": False},
+                                  "wifi": {"ssid": "IEEE", "country": "NO", "is_open": False}, "hotspot": None,
                                   "ssh_keys": 2, "is_admin_password_set": True}
     assert "etc/hostname" in record["changed"]
     for secret in ("hunter2", "s3cret", '"password"', "f42c6fc5", "$6$", "pbkdf2", "scrypt"):

@@ -22,7 +22,7 @@ import sys
 from appliance import __version__
 from appliance.errors import ApplianceError
 
-COMMAND_MODULES = ("run", "serve", "config", "models", "classify", "captures", "sync", "offload", "system", "bench", "bench_web",
+COMMAND_MODULES = ("run", "serve", "config", "models", "classify", "captures", "sync", "offload", "system", "network", "bench", "bench_web",
                    "bench_offload")
 
 

@@ -122,6 +122,9 @@ def check_system(system: SystemConfig, source) -> None:
     if system.wifi_ssid and not system.wifi_country:
         raise ConfigError(source, "system.wifi_country", "required when system.wifi_ssid is set (Wi-Fi channels and power are regulated per country)",
                           'a two-letter ISO 3166 code such as "NO", "GB" or "US"')
+    if system.hotspot_passphrase and not system.wifi_country:
+        raise ConfigError(source, "system.wifi_country", "required when system.hotspot_passphrase is set (the hotspot is a Wi-Fi transmitter)",
+                          'a two-letter ISO 3166 code such as "NO", "GB" or "US"')
     if system.wifi_passphrase and not system.wifi_ssid:
         raise ConfigError(source, "system.wifi_passphrase", "set, but system.wifi_ssid is empty",
                           "set wifi_ssid too, or leave wifi_passphrase empty")

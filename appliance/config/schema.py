@@ -105,8 +105,10 @@ class GpioConfig:
     keep_led: int = _key(27, "BCM pin of the white LED that flashes once per keep.", min=0, max=27)
     warning_led: int = _key(22, "BCM pin of the red warning LED (storage, faults, offload problems).", min=0, max=27)
     pause_button: int = _key(5, "BCM pin of the pause button (to ground): press to pause or resume, hold to shut down.", min=0, max=27)
-    offload_button: int = _key(6, "BCM pin of the offload button (to ground): press to copy kept images to a USB stick.", min=0, max=27)
+    offload_button: int = _key(6, "BCM pin of the offload button (to ground): press to copy kept images to a USB stick, hold to open the hotspot.", min=0, max=27)
     hold_to_shutdown_s: float = _key(3.0, "How long the pause button is held to shut the device down safely.", min=1.0, max=30.0)
+    hold_for_hotspot_s: float = _key(3.0, "How long the offload button is held to open the camera's hotspot (or, when it is open, to close it).",
+                                     min=1.0, max=30.0)
     fault_display_s: float = _key(30.0, "How long a fault's blink code shows before the appliance exits (systemd then restarts it).",
                                   min=0.0, max=600.0)
     rtc: bool = _key(False, "A DS3231 real-time clock is wired to I2C, so BCM 2 and 3 are reserved for it.")
@@ -135,6 +137,13 @@ class SystemConfig:
     wifi_passphrase: str = _key("", "The network's WPA2 passphrase; only the key derived from it is written to the device; empty for an open network.",
                                 check=valid_passphrase, secret=True,
                                 allowed='"", 8 to 63 printable ASCII characters, or 64 hex digits (the key itself)')
+    hotspot_passphrase: str = _key("", "WPA2 passphrase of the camera's own Wi-Fi hotspot (network name: the hostname), opened when no network is up; empty: no hotspot.",
+                                   check=valid_passphrase, secret=True,
+                                   allowed='"", 8 to 63 printable ASCII characters, or 64 hex digits (the key itself)')
+    hotspot_after_s: float = _key(45.0, "How long no network may be up (after boot, or after a network was lost) before the hotspot opens.",
+                                  min=10.0, max=3600.0)
+    hotspot_retry_s: float = _key(300.0, "While the hotspot is open, how often the Wi-Fi network of wifi_ssid is tried again (not while a device is connected to the hotspot).",
+                                  min=60.0, max=86400.0)
     ssh_authorized_keys: str = _key("", "OpenSSH public keys that may log in as admin, one per line; SSH is on only when this is set.",
                                     check=valid_ssh_keys, allowed='"" or lines that each start with ' + ", ".join(SSH_KEY_TYPES))
     admin_password: str = _key("", "Password of admin, the console and SSH user, in clear text: `appliance system apply` hashes it into admin_password_hash and removes it from this file.",

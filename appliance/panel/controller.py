@@ -4,7 +4,9 @@ A thread reads button events from the queue the gpiozero callbacks fill, asks th
 it is doing (loop state, keeps, storage, accelerator), feeds both to the pure ``indicator``, and
 shows the patterns. The pause button: a short press pauses or resumes; held for
 ``gpio.hold_to_shutdown_s`` it shuts the device down (the loop drains and closes the database
-first). The offload button starts a USB offload, or says on the LEDs that there is no stick.
+first). The offload button, pressed, starts a USB offload, or says on the LEDs that there is no
+stick; held for ``gpio.hold_for_hotspot_s`` it opens the camera's Wi-Fi hotspot (held again: back to
+the network service's own choice).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from appliance.panel import indicator
-from appliance.panel.gpio import OFFLOAD_PRESSED, PAUSE_HELD, PAUSE_PRESSED, PAUSE_RELEASED
+from appliance.panel.gpio import OFFLOAD_HELD, OFFLOAD_PRESSED, OFFLOAD_RELEASED, PAUSE_HELD, PAUSE_PRESSED, PAUSE_RELEASED
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,8 @@ class Actions:
     shutdown: Callable[[], None]  # stop the loop, drain, close, power off: returns at once
     offload: Callable[[], str]  # "started", "no-stick" or "failed"
     offload_state: Callable[[], str | None] = lambda: None  # the offload process's progress: running, done, failed
+    network_mode: Callable[[], str | None] = lambda: None  # the network service's mode (hotspot, connected, …)
+    hotspot: Callable[[], str] = lambda: "auto"  # toggle the owner's hotspot request; returns the new one
 
 
 class PanelController:
@@ -51,6 +55,7 @@ class PanelController:
         self._kept = 0
         self._offload_state = None  # set at start: an old "done" in the progress file is not news
         self._is_held = False
+        self._is_offload_held = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="panel", daemon=True)
 
@@ -99,6 +104,11 @@ class PanelController:
                 else:
                     self.actions.pause()
         elif event == OFFLOAD_PRESSED:
+            self._is_offload_held = False
+        elif event == OFFLOAD_HELD:
+            self._is_offload_held = True
+            log.info("offload button held: hotspot %s", self.actions.hotspot())
+        elif event == OFFLOAD_RELEASED and not self._is_offload_held:  # a short press
             result = self.actions.offload()
             log.info("offload button: %s", result)
             self._event("offload", result)
@@ -118,6 +128,9 @@ class PanelController:
             self._offload_state = offload_state
             if offload_state in _OFFLOAD_EVENTS:
                 self._event("offload", _OFFLOAD_EVENTS[offload_state])
+        is_hotspot = self.actions.network_mode() == "hotspot"
+        if is_hotspot != self.state.is_hotspot:
+            self._event("hotspot", is_hotspot)
         for name, value in (("storage", self.actions.storage()), ("fault", self.actions.fault())):
             if getattr(self.state, name) != value:
                 self._event(name, value)

@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
 BOUNCE_S = 0.02  # contact bounce of ordinary tactile switches settles well within this
 # Events posted by the buttons.
-PAUSE_PRESSED, PAUSE_RELEASED, PAUSE_HELD, OFFLOAD_PRESSED = "pause-pressed", "pause-released", "pause-held", "offload-pressed"
+PAUSE_PRESSED, PAUSE_RELEASED, PAUSE_HELD = "pause-pressed", "pause-released", "pause-held"
+OFFLOAD_PRESSED, OFFLOAD_RELEASED, OFFLOAD_HELD = "offload-pressed", "offload-released", "offload-held"
 
 
 class LedPlayer:
@@ -70,7 +71,7 @@ class GpioPanel:
             pause = self._add(Button(gpio_config.pause_button, pull_up=True, bounce_time=BOUNCE_S,
                                      hold_time=gpio_config.hold_to_shutdown_s, pin_factory=pin_factory))
             offload = self._add(Button(gpio_config.offload_button, pull_up=True, bounce_time=BOUNCE_S,
-                                       pin_factory=pin_factory))
+                                       hold_time=gpio_config.hold_for_hotspot_s, pin_factory=pin_factory))
         except (GPIOZeroError, OSError, RuntimeError) as e:
             self.close()
             raise GpioUnavailable(f"cannot use the GPIO pins ({type(e).__name__}: {e})") from None
@@ -78,6 +79,8 @@ class GpioPanel:
         pause.when_released = lambda: events.put(PAUSE_RELEASED)
         pause.when_held = lambda: events.put(PAUSE_HELD)
         offload.when_pressed = lambda: events.put(OFFLOAD_PRESSED)
+        offload.when_released = lambda: events.put(OFFLOAD_RELEASED)
+        offload.when_held = lambda: events.put(OFFLOAD_HELD)
         self.players = {name: LedPlayer(led) for name, led in leds.items()}
 
     def _add(self, device):

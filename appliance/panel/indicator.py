@@ -24,6 +24,7 @@ OFF = Pattern("off", ((False, None),))
 STEADY = Pattern("steady", ((True, None),))
 SLOW_PULSE = Pattern("slow pulse", ((True, 1.0), (False, 1.0)))
 HEARTBEAT = Pattern("heartbeat", ((True, 0.1), (False, 1.9)))
+DOUBLE_HEARTBEAT = Pattern("double heartbeat", ((True, 0.1), (False, 0.2), (True, 0.1), (False, 1.6)))
 FAST_PULSE = Pattern("fast pulse", ((True, 0.1), (False, 0.1)))
 HOLD_FEEDBACK = Pattern("very fast pulse", ((True, 0.05), (False, 0.05)))
 SLOW_WARNING = Pattern("slow warning blink", ((True, 0.5), (False, 2.5)))
@@ -51,6 +52,7 @@ class IndicatorState:
     fault: str | None = None  # a FAULT_CODES key
     is_offloading: bool = False
     is_holding: bool = False  # the pause button is held down (shutdown feedback)
+    is_hotspot: bool = False  # the camera's own Wi-Fi hotspot is open
     keep_until_s: float = float("-inf")
     no_stick_until_s: float = float("-inf")
     offload_done_until_s: float = float("-inf")
@@ -58,7 +60,7 @@ class IndicatorState:
 
 
 def handle(state: IndicatorState, event: str, now_s: float, value=None) -> IndicatorState:
-    """The state after ``event`` (mode, kept, storage, fault, holding or offload) happened at ``now_s``."""
+    """The state after ``event`` (mode, kept, storage, fault, holding, hotspot or offload) happened at ``now_s``."""
     if event == "mode":
         return replace(state, mode=value)
     if event == "kept":
@@ -69,6 +71,8 @@ def handle(state: IndicatorState, event: str, now_s: float, value=None) -> Indic
         return replace(state, fault=value)
     if event == "holding":
         return replace(state, is_holding=bool(value))
+    if event == "hotspot":
+        return replace(state, is_hotspot=bool(value))
     if event == "offload":
         if value == "started":
             return replace(state, is_offloading=True, offload_failed_until_s=float("-inf"))
@@ -97,7 +101,8 @@ def _status(state, now_s):
         return FAST_PULSE
     if now_s < state.offload_done_until_s:
         return STEADY
-    return {"booting": SLOW_PULSE, "watching": HEARTBEAT, "paused": STEADY}.get(state.mode, OFF)
+    watching = DOUBLE_HEARTBEAT if state.is_hotspot else HEARTBEAT
+    return {"booting": SLOW_PULSE, "watching": watching, "paused": STEADY}.get(state.mode, OFF)
 
 
 def _warning(state, now_s):
@@ -114,6 +119,7 @@ def _warning(state, now_s):
 VOCABULARY = (
     ("booting", "status (green)", SLOW_PULSE, "1 s on, 1 s off"),
     ("watching", "status (green)", HEARTBEAT, "a 0.1 s flash every 2 s"),
+    ("watching, with its own Wi-Fi hotspot open", "status (green)", DOUBLE_HEARTBEAT, "two 0.1 s flashes every 2 s"),
     ("paused", "status (green)", STEADY, "on"),
     ("kept a frame", "keep (white)", STEADY, f"one {KEEP_FLASH_S} s flash"),
     ("storage low", "warning (red)", SLOW_WARNING, "0.5 s on, 2.5 s off"),

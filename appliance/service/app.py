@@ -19,6 +19,7 @@ from appliance.config import Config, to_toml
 from appliance.errors import AcceleratorMissing, ApplianceError, CameraError, ModelError, RuntimeMissing, StorageError
 from appliance.inference.catalog import load_catalog
 from appliance.inference.classifier import Classifier
+from appliance.network.service import read_network, request_hotspot
 from appliance.panel import indicator
 from appliance.panel.controller import Actions, PanelController
 from appliance.panel.gpio import open_panel
@@ -64,6 +65,7 @@ class Appliance:
         self.usb_by_id = Path(usb_by_id)
         self.is_shutdown_requested = False
         self.started_s = time.monotonic()
+        self._network_read_s, self._network_seen = float("-inf"), None
         self.camera_problem: str | None = None  # why the camera failed, for the status and the page
         self._stack = ExitStack()
         # The pins first: if anything after this fails, the LEDs can still say what.
@@ -175,7 +177,22 @@ class Appliance:
                        storage=self.storage_level,
                        fault=lambda: "coral-missing" if self.classifier.accelerator.is_degraded else None,
                        pause=lambda: self.loop.pause(), resume=lambda: self.loop.resume(),
-                       shutdown=self.request_shutdown, offload=self._offload_button)
+                       shutdown=self.request_shutdown, offload=self._offload_button,
+                       network_mode=lambda: (self._network() or {}).get("mode"), hotspot=self._hotspot_button)
+
+    def _network(self) -> dict | None:
+        """The network service's network.json, read at most once a second (the panel asks 20 times)."""
+        now_s = time.monotonic()
+        if now_s - self._network_read_s >= 1.0:
+            self._network_read_s, self._network_seen = now_s, read_network(self.config.status.runtime_dir)
+        return self._network_seen
+
+    def _hotspot_button(self) -> str:
+        """A long press: open the hotspot, or, when the owner had opened it, back to automatic."""
+        request = "auto" if (self._network() or {}).get("request") == "on" else "on"
+        request_hotspot(self.config.status.runtime_dir, request)
+        self._network_read_s = float("-inf")
+        return request
 
     def _offload_button(self) -> str:
         if find_stick(self.usb_by_id) is None:
@@ -258,6 +275,7 @@ class Appliance:
             "accelerator": {"requested": self.classifier.accelerator.requested,
                             "backend": self.classifier.backend, "problem": self.classifier.accelerator.problem,
                             "is_degraded": self.classifier.accelerator.is_degraded},
+            "network": self._network(),
             "leds": {"pins": self._pins_in_use(), "problem": self.panel_problem,
                      **(self.panel_controller.describe() if self.panel else {})},
         }

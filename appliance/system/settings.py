@@ -34,14 +34,16 @@ from appliance import __version__
 from appliance.clock import utc_iso
 from appliance.config import Config, SystemConfig, remove_clear_text
 from appliance.errors import SystemSettingsError
+from appliance.network import HOTSPOT_ADDRESS, HOTSPOT_ID, HOTSPOT_PREFIX, WIFI_ID
 from appliance.passwords import adopt_password, crypt_sha512
 from appliance.system.root import RootFiles
 
 
 ADMIN = "admin"
 WANTS = "etc/systemd/system/multi-user.target.wants"
-NM_WIFI_ID = "appliance-wifi"
+NM_WIFI_ID = WIFI_ID
 NM_WIFI = f"etc/NetworkManager/system-connections/{NM_WIFI_ID}.nmconnection"
+NM_HOTSPOT = f"etc/NetworkManager/system-connections/{HOTSPOT_ID}.nmconnection"
 NM_STATE = "var/lib/NetworkManager/NetworkManager.state"
 RFKILL_STATE = "var/lib/systemd/rfkill"
 CMDLINE = "boot/firmware/cmdline.txt"
@@ -80,7 +82,7 @@ def apply(config: Config, config_path: Path | None, root: Path = Path("/"), firs
     _set_hostname(fs, system.hostname)
     switched = {}  # service -> start (True) or stop, for the services whose setting changed
     if _set_wifi(fs, system, config_path):
-        switched[WIFI] = bool(system.wifi_ssid)
+        switched[WIFI] = bool(system.wifi_ssid or system.hotspot_passphrase)
     if _set_ssh(fs, system, run):
         switched[SSH_SERVICE] = bool(system.ssh_keys)
     if fs.is_live and switched:
@@ -100,6 +102,7 @@ def public_settings(system: SystemConfig) -> dict:
     return {"hostname": system.hostname, "timezone": system.timezone,
             "wifi": {"ssid": system.wifi_ssid, "country": system.wifi_country,
                      "is_open": not system.wifi_passphrase} if system.wifi_ssid else None,
+            "hotspot": {"ssid": system.hostname, "address": HOTSPOT_ADDRESS} if system.hotspot_passphrase else None,
             "ssh_keys": len(system.ssh_keys),
             "is_admin_password_set": bool(system.admin_password or system.admin_password_hash)}
 
@@ -149,11 +152,19 @@ def _set_timezone(fs: RootFiles, name: str) -> None:
 # the rfkill state systemd restores at boot), and NetworkManager's radio switch is on.
 
 def _set_wifi(fs: RootFiles, system: SystemConfig, config_path: Path | None) -> bool:
-    """Write or remove the network, the regulatory domain and the radio's state; True if any changed."""
+    """Write or remove the network, the hotspot, the regulatory domain and the radio's state; True if
+    any changed."""
     changed = _remove_legacy_wifi(fs)
-    if not system.wifi_ssid:
-        return fs.remove(NM_WIFI) | changed
-    changed |= fs.write(NM_WIFI, nm_wifi_keyfile(system, config_path).encode(), mode=0o600)
+    if system.wifi_ssid:
+        changed |= fs.write(NM_WIFI, nm_wifi_keyfile(system, config_path).encode(), mode=0o600)
+    else:
+        changed |= fs.remove(NM_WIFI)
+    if system.hotspot_passphrase:
+        changed |= fs.write(NM_HOTSPOT, nm_hotspot_keyfile(system, config_path).encode(), mode=0o600)
+    else:
+        changed |= fs.remove(NM_HOTSPOT)
+    if not (system.wifi_ssid or system.hotspot_passphrase):
+        return changed
     changed |= _set_regulatory_domain(fs, system.wifi_country)
     for state in sorted(fs.path(RFKILL_STATE).glob("*:wlan")):  # 1 = blocked at the last shutdown
         changed |= fs.write(f"{RFKILL_STATE}/{state.name}", b"0\n")
@@ -190,6 +201,23 @@ def nm_wifi_keyfile(system: SystemConfig, config_path: Path | None = None) -> st
         lines += ["[wifi-security]", "key-mgmt=wpa-psk", f"psk={wpa_psk(system.wifi_passphrase, system.wifi_ssid)}", ""]
     lines += ["[ipv4]", "method=auto", "", "[ipv6]", "method=auto", ""]
     return "\n".join(lines)
+
+
+def nm_hotspot_keyfile(system: SystemConfig, config_path: Path | None = None) -> str:
+    """NetworkManager's keyfile for the camera's own access point: WPA2 (CCMP), the hostname as its
+    name, the derived key, a fixed address that NetworkManager's shared mode serves DHCP and DNS
+    from. Not started by NetworkManager itself: ``appliance network run`` opens it when no network is
+    up."""
+    where = f"[system] in {config_path}" if config_path else "[system] in the appliance config"
+    return "\n".join([
+        f"# Written by `appliance system apply` from {where}: change it there, not here.",
+        "[connection]", f"id={HOTSPOT_ID}", f"uuid={uuid.uuid5(uuid.NAMESPACE_URL, HOTSPOT_ID)}",
+        "type=wifi", "interface-name=wlan0", "autoconnect=false", "",
+        "[wifi]", "mode=ap", f"ssid={nm_ssid(system.hostname)}", "band=bg", "",
+        "[wifi-security]", "key-mgmt=wpa-psk", "proto=rsn", "pairwise=ccmp", "group=ccmp",
+        f"psk={wpa_psk(system.hotspot_passphrase, system.hostname)}", "",
+        "[ipv4]", "method=shared", f"address1={HOTSPOT_ADDRESS}/{HOTSPOT_PREFIX}", "",
+        "[ipv6]", "method=ignore", ""])
 
 
 def nm_ssid(ssid: str) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, request, url_for
 
 from appliance.errors import ApplianceError, LoopNotRunning
+from appliance.network.service import read_network, request_hotspot
 from appliance.service.status import read_status
 from appliance.transfer.offload import read_progress
 from appliance.web import deps
@@ -32,6 +33,7 @@ def live_status() -> dict:
         "loop": loop, "is_loop_running": is_running,
         "items": store.count(), "free_bytes": store.free_bytes(),
         "offload": read_progress(config.status.runtime_dir),
+        "network": read_network(config.status.runtime_dir),
         "cpu_temperature_c": cpu_temperature_c(),
         "device_uptime_s": device_uptime_s(),
     }
@@ -76,6 +78,27 @@ def control(action):
         message, ok, reply = str(e), False, {}
     if wants_json:
         return jsonify({**reply, "ok": ok, "message": message}), (200 if ok else 409)
+    flash(message, "ok" if ok else "error")
+    return redirect(request.referrer if _same_site(request.referrer) else url_for("status.page"))
+
+
+HOTSPOT_REQUESTS = {"on": "Opening the hotspot", "auto": "The hotspot opens when no network is up",
+                    "off": "The hotspot stays closed"}
+
+
+@bp.route("/network/hotspot/<wanted>", methods=["POST"])
+def hotspot(wanted):
+    """Ask the network service (appliance-network.service) to open or close the hotspot."""
+    if wanted not in HOTSPOT_REQUESTS:
+        abort(404, f"no such hotspot request: {wanted} (on, off or auto)")
+    try:
+        request_hotspot(deps()["config"].status.runtime_dir, wanted)
+        message, ok = HOTSPOT_REQUESTS[wanted], True
+    except OSError as e:
+        log.error("hotspot %s: %s", wanted, e)
+        message, ok = f"Cannot ask for the hotspot ({e.strerror})", False
+    if request.accept_mimetypes.best == "application/json":
+        return jsonify({"ok": ok, "message": message, "request": wanted}), (200 if ok else 409)
     flash(message, "ok" if ok else "error")
     return redirect(request.referrer if _same_site(request.referrer) else url_for("status.page"))
 

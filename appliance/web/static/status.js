@@ -43,6 +43,9 @@
       const value = get(view, el.dataset.field);
       el.textContent = (formats[el.dataset.format] || formats.text)(value);
     }
+    for (const el of root.querySelectorAll("[data-show]")) {
+      el.hidden = !get(view, el.dataset.show);
+    }
     for (const problem of root.querySelectorAll('.warning[data-field$=".problem"]')) {
       if (problem.textContent === "—") problem.textContent = "";
     }

@@ -67,7 +67,7 @@ while [ $# -gt 0 ]; do
 done
 case "$BASE" in raspios|debian) ;; *) die "--base must be raspios or debian, not '$BASE'" ;; esac
 [ "$READ_ONLY_ROOT" = 0 ] || [ "$BASE" = debian ] ||
-    die "--read-only-root is built for --base debian only so far (Raspberry Pi OS's own first boot grows the root partition, leaving no room for a data partition)"
+    die "--read-only-root is built for --base debian only so far (it needs Debian's overlayroot, which the raspios base does not install)"
 for path in "$CONFIG" "$MODELS_FROM" "$REPLAY_DIR"; do
     [ -z "$path" ] || [ -e "$path" ] || die "$path: no such file or directory"
 done
@@ -87,9 +87,10 @@ prerequisites() {
     local cmds=(sfdisk:fdisk mkfs.ext4:e2fsprogs mkfs.vfat:dosfstools mcopy:mtools xz:xz-utils python3:python3
                 chroot:coreutils systemctl:systemd numfmt:coreutils git:git)
     [ "$(uname -m)" = aarch64 ] || cmds+=(qemu-aarch64-static:qemu-user-static update-binfmts:binfmt-support)
-    [ "$BASE" = debian ] && cmds+=(mmdebstrap:mmdebstrap aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu
-                                   /usr/aarch64-linux-gnu/include/stdio.h:libc6-dev-arm64-cross swig:swig)
-    [ "$BASE" = raspios ] && cmds+=(curl:curl losetup:mount e2fsck:e2fsprogs resize2fs:e2fsprogs)
+    # (the cross compiler builds the camera stack's C extensions when it comes from PyPI: see debian-pypi.sh)
+    cmds+=(aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu /usr/aarch64-linux-gnu/include/stdio.h:libc6-dev-arm64-cross swig:swig)
+    [ "$BASE" = debian ] && cmds+=(mmdebstrap:mmdebstrap)
+    [ "$BASE" = raspios ] && cmds+=(curl:curl losetup:mount mount:mount tar:tar)
     need "${cmds[@]}"
     python3 -c 'import venv, ensurepip' 2>/dev/null || die "missing prerequisites; install them with:
     apt-get install --no-install-recommends python3-venv"
@@ -161,11 +162,11 @@ stage appliance appliance_layer
 RAW="$WORK/$STEM.img"
 if [ "$BASE" = debian ]; then
     DISK_ID=$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')
-    stage layout layout_by_partuuid "$DISK_ID"
-    stage assemble assemble "$RAW" "$DISK_ID"
-else
-    stage assemble raspios_finish "$RAW"
+else  # Raspberry Pi OS's own disk id and boot partition size, pi-gen's label
+    DISK_ID=$RASPIOS_DISK_ID BOOT_MIB=$RASPIOS_BOOT_MIB BOOT_LABEL=bootfs
 fi
+stage layout layout_by_partuuid "$DISK_ID"
+stage assemble assemble "$RAW" "$DISK_ID"
 
 OUT="$DEPLOY/.partial-$$"
 compress() {

@@ -55,7 +55,7 @@ wheels() {
     "$CACHE_DIR/host-venv/bin/pip" download -q --disable-pip-version-check "${PY_TAGS[@]}" \
         -c "$OS_CONSTRAINTS" -d "$dir" "$wheel" ||
         die "could not download the aarch64 wheels from PyPI (see the messages above)"
-    if [ "$BASE" = debian ]; then debian_pypi_wheels "$dir"; fi
+    if [ "$CAMERA_FROM_PYPI" = 1 ]; then debian_pypi_wheels "$dir"; fi
     say "$(ls "$dir" | wc -l) wheels, $(du -sh "$dir" | cut -f1)"
 }
 
@@ -92,7 +92,8 @@ venv_install() {
 
 # in_root COMMAND...: run an arm64 command in the image's root (qemu-user through binfmt_misc).
 in_root() {
-    chroot "$ROOT" /usr/bin/env -i QEMU_CPU="$QEMU_CPU" PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C.UTF-8 "$@"
+    chroot "$ROOT" /usr/bin/env -i QEMU_CPU="$QEMU_CPU" PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C.UTF-8 \
+        DEBIAN_FRONTEND=noninteractive "$@"
 }
 
 chroot_mounts() {
@@ -134,7 +135,7 @@ appliance_layer() {
     # the rest of the camera stack import as the appliance imports them, and that the OS's numpy and
     # Pillow are the ones in use.
     local imports="lgpio"
-    [ "$BASE" = debian ] && imports="$DEBIAN_PYPI_IMPORTS"
+    [ "$CAMERA_FROM_PYPI" = 1 ] && imports="$DEBIAN_PYPI_IMPORTS"
     in_root /opt/appliance/venv/bin/python -c "import appliance.inference.classifier, flask, sqlite_utils, gpiozero, $imports
 import numpy, PIL
 from appliance.cameras.picamera2_stack import load

@@ -3,6 +3,7 @@
 # shellcheck shell=bash
 
 BOOT_MIB=256
+BOOT_LABEL=BOOTFS
 ALIGN_MIB=4
 
 # cmdline.txt and fstab by PARTUUID; raspi-firmware regenerates cmdline.txt from ROOTPART on kernel
@@ -47,7 +48,7 @@ assemble() {
 
     # FAT32 needs at least 65525 clusters: 256 MiB with 2 KiB clusters (mkfs.vfat picks them).
     rm -f "$boot_img"
-    mkfs.vfat -F 32 -n BOOTFS -i "$disk_id" -C "$boot_img" $((BOOT_MIB * 1024)) >/dev/null
+    mkfs.vfat -F 32 -n "$BOOT_LABEL" -i "$disk_id" -C "$boot_img" $((BOOT_MIB * 1024)) >/dev/null
     mcopy -s -p -i "$boot_img" "$bootdir"/* ::/
     cp -a "$bootdir/." "$ROOT/boot/firmware/"   # put it back: the root dir stays whole for inspection
 

@@ -66,6 +66,11 @@ while [ $# -gt 0 ]; do
     esac
 done
 case "$BASE" in raspios|debian) ;; *) die "--base must be raspios or debian, not '$BASE'" ;; esac
+if [ "$CORAL" = 1 ]; then  # refused before anything is built, with the reason
+    # shellcheck source=coral.env
+    . "$IMAGE_DIR/coral.env"
+    [ -n "$CORAL_SHA256_GIVEN$CORAL_DEB_SHA256" ] || die "$CORAL_REFUSED"
+fi
 [ "$READ_ONLY_ROOT" = 0 ] || [ "$BASE" = debian ] ||
     die "--read-only-root is built for --base debian only so far (it needs Debian's overlayroot, which the raspios base does not install)"
 for path in "$CONFIG" "$MODELS_FROM" "$REPLAY_DIR"; do

@@ -161,3 +161,13 @@ def test_every_refusal_keeps_its_log_beside_where_the_image_would_be(server, dir
     logs = list(deploy.glob("*.failed.log"))
     assert len(logs) == 1 and "sha256 mismatch" in logs[0].read_text()
     assert not [p for p in deploy.iterdir() if p.name.startswith(".partial")]
+
+
+def test_coral_without_a_confirmed_runtime_pair_is_refused_at_once_saying_why(dirs):
+    deploy, cache, args = dirs
+    result = build("--base", "debian", "--coral", *args, timeout=60)
+    assert result.returncode != 0
+    assert "no Edge TPU runtime is known to match this image's LiteRT" in result.output, result.output
+    assert "TensorFlow 2.19.1" in result.output and "Build without --coral" in result.output
+    assert "[prerequisites] start" not in result.output  # before anything is built
+    assert images_in(deploy) == []

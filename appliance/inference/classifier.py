@@ -1,7 +1,7 @@
 """The classifier: one TFLite interpreter per process, on the CPU or a Coral Edge TPU.
 
 The runtime is LiteRT (``ai_edge_litert``) where pip installs it, else ``tflite_runtime`` where that is
-what the OS provides (Raspberry Pi OS Bookworm). Input preprocessing and output dequantization come
+what is installed (pip, Python 3.11 and older). Input preprocessing and output dequantization come
 from the model's own quantization parameters, so uint8, int8 and float32 models all work. The
 accelerator is chosen by ``model.accelerator``: ``cpu``; ``coral`` (the Edge TPU is required; if it is
 missing the appliance says so loudly and falls back to the CPU or stops, per
@@ -39,8 +39,9 @@ def import_runtime():
             return importlib.import_module(name)
         except ImportError:
             continue
-    raise RuntimeMissing("no TFLite runtime: `pip install ai-edge-litert` (or on Raspberry Pi OS "
-                         "`sudo apt install python3-tflite-runtime`)")
+    raise RuntimeMissing("no TFLite runtime: `pip install ai-edge-litert` into the appliance's venv (wheels for "
+                         "x86-64 and aarch64); tflite_runtime is used instead where it is installed, but it has no "
+                         "wheels past Python 3.11 and no Debian or Raspberry Pi OS package")
 
 
 def runtime_name(runtime) -> str:

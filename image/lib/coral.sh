@@ -12,7 +12,7 @@ coral_layer() {
     fetch_verified "$CORAL_DEB_URL" "$sha256" "$deb"
     cp "$deb" "$ROOT/tmp/libedgetpu.deb"
     chroot_mounts
-    DEBIAN_FRONTEND=noninteractive in_root dpkg -i /tmp/libedgetpu.deb ||
+    in_root dpkg -i /tmp/libedgetpu.deb ||
         die "libedgetpu did not install (its dependency libusb-1.0-0 must be in the base)"
     chroot_unmounts
     rm -f "$ROOT/tmp/libedgetpu.deb"

@@ -8,7 +8,10 @@
 #   raspios --raspios-url … --raspios-sha256 …) from a stand-in for Raspberry Pi OS Lite served as
 #   .img.xz on 127.0.0.1 (image/raspios-standin.sh: this machine cannot download the real one). Runs
 #   the first boot's checks, and that Raspberry Pi OS's own first-boot steps (first-user wizard,
-#   cloud-init with Imager-like settings, rpi-resize) stayed off; then a clean poweroff and fsck.
+#   cloud-init with Imager-like settings, rpi-resize) stayed off; then Wi-Fi on two simulated radios
+#   (mac80211_hwsim): the camera joins a test access point from appliance.toml, opens its hotspot
+#   when that goes away, a phone joins it with the passphrase and loads the page, a wrong passphrase
+#   is refused; then a clean poweroff and fsck.
 # --quick (development): no xz (boots the raw image).
 # --bench-offload: also run `appliance bench-offload` on the booted card (the kernel's own ext4, exFAT
 #   and FAT32 drivers, emulated arm64), JSON into build/bench-offload-qemu.json.
@@ -318,6 +321,52 @@ if [ "$STANDIN" = 1 ]; then
     check "... and its sudoers file" on_card test ! -e /etc/sudoers.d/010_pi-nopasswd
     check "the card keeps pi-gen's labels (bootfs, rootfs)" \
         test "$(on_card lsblk -no LABEL /dev/vda1 /dev/vda2 | paste -sd' ')" = "bootfs rootfs"
+
+    # --- Wi-Fi on simulated radios ------------------------------------------------------------------
+    # Two mac80211_hwsim radios: wlan0 is the camera's; wlan1, in a network namespace of its own, is
+    # first a test access point, then a phone joining the camera's hotspot (image/test/hwsim.sh).
+    say "Wi-Fi on simulated radios (mac80211_hwsim): join a network, lose it, the hotspot, a phone"
+    on_card sudo install -m 755 /dev/stdin /var/tmp/hwsim.sh < "$IMAGE_DIR/test/hwsim.sh"
+    check "two simulated radios, the second in a network namespace of its own" on_card sudo /var/tmp/hwsim.sh setup
+    hotspot_pass="hotspot-$RANDOM$RANDOM"
+    on_card "sudo sed -i -E -e 's/^wifi_country = .*/wifi_country = \"NO\"/' -e 's/^wifi_ssid = .*/wifi_ssid = \"TestNet\"/' \
+        -e 's/^wifi_passphrase = .*/wifi_passphrase = \"test net passphrase\"/' \
+        -e 's/^hotspot_passphrase = .*/hotspot_passphrase = \"$hotspot_pass\"/' \
+        -e 's/^hotspot_after_s = .*/hotspot_after_s = 10.0/' /boot/firmware/appliance.toml"
+    check "appliance.toml now names TestNet and a hotspot passphrase" \
+        on_card "grep -qx 'wifi_ssid = \"TestNet\"' /boot/firmware/appliance.toml && grep -qx 'hotspot_after_s = 10.0' /boot/firmware/appliance.toml"
+    on_card sudo systemctl restart appliance-system.service appliance-network.service
+    # (only now: the radios stay blocked until the camera's settings unblock Wi-Fi, as on Raspberry Pi OS)
+    check "a test access point (TestNet, WPA2) with DHCP on the second radio" \
+        on_card sudo /var/tmp/hwsim.sh ap TestNet "'test net passphrase'"
+    active_on() { on_card nmcli -t -f NAME,DEVICE connection show --active | grep -qx "$1"; }
+    network_mode() { on_card cat /run/appliance/network.json | python3 -c 'import json,sys; print(json.load(sys.stdin)["mode"])'; }
+    mode_is() { [ "$(network_mode 2>/dev/null)" = "$1" ]; }
+    wait_for 180 "the camera joins TestNet on wlan0 (appliance.toml's network)" active_on appliance-wifi:wlan0
+    check "... with an address from the test access point's DHCP" on_card "ip -4 -o addr show dev wlan0 | grep -q ' 10\.77\.0\.'"
+    wait_for 60 "the network service says: connected" mode_is connected
+    check "the keyfiles are root-only" test "$(on_card sudo stat -c %a /etc/NetworkManager/system-connections/appliance-wifi.nmconnection /etc/NetworkManager/system-connections/appliance-hotspot.nmconnection | sort -u)" = 600
+    # In the field: the access point gone, and no Ethernet either (disconnected on the card, which takes
+    # this test's SSH with it): the rest runs on the card, detached, and SSH is back when it is done.
+    say "in the field: the test access point gone, the Ethernet disconnected (the card runs this part alone)"
+    on_card sudo systemd-run --unit=hwsim-offline --collect /var/tmp/hwsim.sh offline appliance-test "'$hotspot_pass'"
+    sleep 15
+    offline_done() { on_card test -s /var/tmp/hwsim-offline; }
+    wait_for 900 "the card's own part, and SSH back over the reconnected Ethernet" offline_done
+    offline=$(on_card cat /var/tmp/hwsim-offline)
+    say "$(tr '\n' ' ' <<<"$offline")"
+    result() { sed -n "s/^$1=//p" <<<"$offline"; }
+    hotspot_after_loss_s=$(result hotspot_after_s)
+    check "the hotspot opened once no network had been up for hotspot_after_s (10 s)" test "$(result mode)" = hotspot
+    check "NetworkManager had the hotspot up on wlan0" grep -q "appliance-hotspot:wlan0" <<<"$(result active)"
+    check "a phone joined the hotspot with its passphrase and got an address in 10.42.0.0/24" grep -q '^10\.42\.0\.' <<<"$(result phone)"
+    check "... and loaded the page at http://10.42.0.1/ (over the simulated air)" test "$(result page)" = 200
+    check "a wrong passphrase was refused (no association)" test "$(result wrong)" = refused
+    back_connected() { mode_is connected; }
+    wait_for 120 "the Ethernet is back: the hotspot closes (connected)" back_connected
+    hotspot_closed() { ! active_on appliance-hotspot:wlan0; }
+    check "the hotspot is closed once a network is up again" hotspot_closed
+
     say "clean poweroff, then fsck"
     poweroff
     qemu-img convert -O raw "$WORK/card.qcow2" "$WORK/after.img"
@@ -330,6 +379,7 @@ if [ "$STANDIN" = 1 ]; then
     printf '  build time (stand-in cached, appliance layer): %s s\n' "$build_s" >&2
     printf '  image: %s raw, %s .xz\n' "$(human "$raw_bytes")" "$([ -n "$xz_bytes" ] && human "$xz_bytes" || echo 'no (--quick)')" >&2
     printf '  boot to first classification: %s s (QEMU TCG, emulated Cortex-A72)\n' "$first_classification_s" >&2
+    printf '  the hotspot up after the network was lost: %s s (hotspot_after_s = 10)\n' "$hotspot_after_loss_s" >&2
     if [ "$failures" -gt 0 ]; then die "$failures boot-test check(s) failed"; fi
     say "boot test of the raspios base (stand-in) passed"
     exit 0

@@ -80,7 +80,8 @@ raspios_prepare() {
     say "apt-get full-upgrade (kernel, firmware and the camera stack together)"
     in_root "${apt[@]}" full-upgrade >/dev/null ||
         die "apt-get full-upgrade failed in the Raspberry Pi OS root (see above)"
-    local packages=(python3-venv polkitd avahi-daemon libnss-mdns exfatprogs cloud-guest-utils network-manager)
+    local packages=(python3-venv polkitd avahi-daemon libnss-mdns exfatprogs cloud-guest-utils network-manager
+                    dnsmasq-base iw)
     if in_root apt-cache show python3-picamera2 >/dev/null 2>&1; then
         CAMERA_FROM_PYPI=0
         packages+=(python3-picamera2 python3-lgpio)

@@ -13,7 +13,7 @@ import pytest
 from appliance.config import Config, load_config
 from appliance.errors import ConfigError, NetworkError
 from appliance.network import HOTSPOT_ADDRESS, HOTSPOT_ID, WIFI_ID
-from appliance.network.hotspot import Hotspot, HotspotSettings, Seen
+from appliance.network.hotspot import SETTLE_S, Hotspot, HotspotSettings, Seen
 from appliance.network.nm import NetworkManager, split_terse
 from appliance.network.service import read_network, read_request, request_hotspot, run
 
@@ -68,6 +68,23 @@ def test_with_no_network_the_hotspot_opens_after_the_set_time_and_not_before():
     assert hotspot.step(45.0) == "hotspot"
     assert network.calls == ["open"]
     assert hotspot.status()["mode"] == "hotspot"
+
+
+def test_the_set_time_counts_from_boot_not_from_the_services_start():
+    # A service that starts 30 s after boot opens the hotspot 45 s after boot, not 75 s.
+    network = FakeNetwork()
+    hotspot = Hotspot(SETTINGS, network, now_s=30.0, down_since_s=0.0)
+    assert steps(hotspot, 30.0, 44.0) == ["waiting"]
+    assert hotspot.step(45.0) == "hotspot"
+
+
+def test_a_slow_boot_still_gives_networkmanager_the_settle_time_after_the_service_starts():
+    # Started 90 s after boot (an emulated or very slow boot): nothing opens for SETTLE_S.
+    network = FakeNetwork()
+    hotspot = Hotspot(SETTINGS, network, now_s=90.0, down_since_s=0.0)
+    assert steps(hotspot, 90.0, 90.0 + SETTLE_S - 1) == ["waiting"]
+    assert network.calls == []
+    assert hotspot.step(90.0 + SETTLE_S) == "hotspot"
 
 
 def test_a_network_that_comes_up_in_time_means_no_hotspot_at_all():

@@ -3,8 +3,9 @@
 No I/O of its own: ``Hotspot.step`` is given the time and the owner's request, asks ``network`` (an
 ``nm.NetworkManager``, or a test's fake) what is up, and tells it what to open or close. Modes:
 
-* ``waiting``: nothing is up yet, for less than ``system.hotspot_after_s`` (after boot, or after the
-  network was lost);
+* ``waiting``: nothing is up yet, for less than ``system.hotspot_after_s`` (counted from boot, or from
+  when the network was lost), or the service started less than ``SETTLE_S`` ago (NetworkManager is
+  given that long to try the configured networks, however slowly the system booted);
 * ``connected``: a configured network is up (Ethernet, or the Wi-Fi of ``system.wifi_ssid``);
 * ``hotspot``: the camera's own access point is open;
 * ``joining``: the hotspot is closed for a moment while the configured Wi-Fi is tried again (one
@@ -27,6 +28,7 @@ from appliance.network import WIFI_ID
 log = logging.getLogger(__name__)
 
 REQUESTS = ("auto", "on", "off")
+SETTLE_S = 15.0  # at least this long (or after_s, if shorter) after the service starts before the hotspot opens
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,10 @@ class Seen:
 
 
 class Hotspot:
-    def __init__(self, settings: HotspotSettings, network, now_s: float):
+    """``now_s``: the time the service starts; ``down_since_s``: since when no network has been up
+    (the service passes the time of boot: ``system.hotspot_after_s`` counts from boot)."""
+
+    def __init__(self, settings: HotspotSettings, network, now_s: float, down_since_s: float | None = None):
         self.settings = settings
         self.network = network
         self.mode = "waiting"
@@ -62,7 +67,8 @@ class Hotspot:
         self.uplink: str | None = None
         self.clients = 0
         self.problem: str | None = None
-        self._down_since_s = now_s  # since when no configured network has been up
+        self._down_since_s = now_s if down_since_s is None else min(down_since_s, now_s)
+        self._started_s = now_s
         self._last_try_s = now_s  # the last time the configured Wi-Fi was tried (or the hotspot opened)
 
     def step(self, now_s: float, request: str | None = None) -> str:
@@ -96,7 +102,8 @@ class Hotspot:
             self.problem = None
             return "connected"
         if not seen.is_hotspot_up:
-            if now_s - self._down_since_s < self.settings.after_s:
+            if (now_s - self._down_since_s < self.settings.after_s
+                    or now_s - self._started_s < min(SETTLE_S, self.settings.after_s)):
                 return "waiting"
             return self._open_now(now_s)
         if self.settings.has_wifi and seen.clients == 0 and now_s - self._last_try_s >= self.settings.retry_s:

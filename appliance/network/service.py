@@ -67,13 +67,16 @@ def network_status(hotspot: Hotspot, system) -> dict:
 
 
 def run(system, runtime_dir: str | Path, network, stop: threading.Event | None = None, step_s: float = STEP_S,
-        clock=time.monotonic) -> None:
-    """Step the hotspot every ``step_s`` until ``stop`` is set, writing ``network.json`` each time."""
+        clock=time.monotonic, booted_s: float = 0.0) -> None:
+    """Step the hotspot every ``step_s`` until ``stop`` is set, writing ``network.json`` each time.
+
+    ``clock`` and ``booted_s``: Linux's monotonic clock counts from boot (0), so the hotspot's wait
+    (``system.hotspot_after_s``) counts from boot, not from this service's start."""
     runtime_dir = Path(runtime_dir)
     runtime_dir.mkdir(parents=True, exist_ok=True)
     stop = stop or threading.Event()
-    hotspot = Hotspot(HotspotSettings.from_config(system), network, clock())
-    log.info("network: hotspot %s (after %.0f s without a network; Wi-Fi retried every %.0f s)",
+    hotspot = Hotspot(HotspotSettings.from_config(system), network, clock(), down_since_s=booted_s)
+    log.info("network: hotspot %s (after %.0f s without a network, counted from boot; Wi-Fi retried every %.0f s)",
              "configured" if hotspot.settings.is_configured else "not configured (system.hotspot_passphrase is empty)",
              hotspot.settings.after_s, hotspot.settings.retry_s)
     last_mode = None

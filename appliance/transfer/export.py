@@ -3,7 +3,8 @@
 The layout is the one training tools read: ``<label>/<file>.jpg``, where the label is the effective
 one (a person's correction wins over the model's). Every export carries ``manifest.csv`` and
 ``manifest.jsonl`` with one row per image. Used by the zip download, ``appliance sync`` and the USB
-offload alike, so the three agree.
+offload alike, so the three agree. The JSONL holds every value exactly; in the CSV a text cell that a
+spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, tab, CR first) starts with ``'``.
 """
 
 from __future__ import annotations
@@ -191,15 +192,32 @@ def stream_zip(rows: Callable[[], Iterable], data_dir: Path) -> Iterator[bytes]:
 
 
 def _csv_lines(rows) -> Iterator[str]:
+    # "\r\n" as the writer's terminator makes it quote a field holding a lone "\r" (with "\n" alone it
+    # would not, and a spreadsheet would split the row there); each line's own "\r\n" becomes "\n".
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(row)
-        yield out.getvalue()
+    writer = csv.DictWriter(out, fieldnames=MANIFEST_FIELDS, lineterminator="\r\n")
+
+    def line() -> str:
+        text = out.getvalue()
         out.seek(0)
         out.truncate()
-    yield out.getvalue()
+        return text.removesuffix("\r\n") + "\n"
+
+    writer.writeheader()
+    yield line()
+    for row in rows:
+        writer.writerow({key: spreadsheet_safe(value) for key, value in row.items()})
+        yield line()
+
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value):
+    """A CSV cell a spreadsheet shows as text: a string it would read as a formula (starting with
+    ``= + - @``, tab or CR) gets a leading ``'``, as OWASP advises against CSV injection. Numbers
+    stay numbers; only the CSV manifest is escaped, the JSONL keeps every value exact."""
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
 
 
 def _jsonl_lines(rows) -> Iterator[str]:

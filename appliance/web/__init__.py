@@ -15,12 +15,22 @@ import logging
 from pathlib import Path
 
 from flask import Flask, g, jsonify, redirect, render_template, request, session, url_for
+from werkzeug.routing import IntegerConverter
 
 from appliance.web import security
+from appliance.web.sessions import Sessions
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 64 * 1024  # forms and JSON only: nothing is uploaded to the device
+MAX_CAPTURE_ID = 2**63 - 1  # SQLite's largest integer
+
+
+class CaptureIdConverter(IntegerConverter):
+    """``<capture_id:...>``: a capture's id in a URL. A number SQLite cannot hold is no capture: a 404."""
+
+    def __init__(self, url_map):
+        super().__init__(url_map, max=MAX_CAPTURE_ID)
 
 
 def create_app(config, store, control, password_hash="", labels=(), clock=security.monotonic, test_config=None):
@@ -39,7 +49,11 @@ def create_app(config, store, control, password_hash="", labels=(), clock=securi
     app.extensions["appliance"] = {
         "config": config, "store": store, "control": control, "labels": list(labels), "clock": clock,
         "passwords": security.Passwords(password_hash), "limiter": security.LoginLimiter(),
+        "sessions": Sessions(Path(config.storage.data_dir), app.secret_key, password_hash,
+                             app.permanent_session_lifetime.total_seconds()),
+        "devices": security.KnownDevices(app.secret_key, password_hash),
     }
+    app.url_map.converters["capture_id"] = CaptureIdConverter
 
     from appliance.web import api, auth, gallery, status
 
@@ -75,16 +89,19 @@ def _authorise():
     passwords, limiter, clock = deps()["passwords"], deps()["limiter"], deps()["clock"]
     g.is_api = request.path.startswith("/api/")
     g.by_basic = False
-    if request.headers.get("Authorization"):
-        # Basic auth is a login too: wrong guesses count against the same per-address limit.
-        address = request.remote_addr or "?"
-        wait_s = limiter.wait_s(address, clock())
+    if request.headers.get("Authorization") and passwords.is_set:
+        # Basic auth is a login too: each try counts against the same per-address limit.
+        client = security.client_key(request.remote_addr or "?")
+        wait_s = limiter.attempt(client, clock())
         if wait_s:
-            return _refuse(429, f"too many failed logins: try again in {int(wait_s) + 1} s")
+            return _refuse(429, too_many_logins(wait_s))
         g.by_basic = passwords.check_basic(request.headers["Authorization"])
-        if not g.by_basic and passwords.is_set:
-            limiter.failed(address, clock())
-    g.is_logged_in = g.by_basic or (passwords.is_set and session.get("user") is True)
+        if g.by_basic:
+            limiter.succeeded(client)
+    is_live = passwords.is_set and deps()["sessions"].is_live(session.get("sid"))
+    if "sid" in session and not is_live:  # logged out elsewhere, or the password changed
+        session.pop("sid")
+    g.is_logged_in = g.by_basic or is_live
     g.can_change = g.is_logged_in
     if request.endpoint in (None, "static") or request.endpoint.startswith("auth."):
         return _check_csrf() if request.method == "POST" else None
@@ -97,6 +114,10 @@ def _authorise():
     if request.method == "POST" and not g.by_basic:
         return _check_csrf()
     return None
+
+
+def too_many_logins(wait_s: float) -> str:
+    return f"too many failed logins: try again in {int(wait_s) + 1} s"
 
 
 def _view():

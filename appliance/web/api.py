@@ -13,7 +13,7 @@ from flask import Blueprint, abort, jsonify, request, url_for
 
 from appliance.clock import utc_iso
 from appliance.transfer.export import effective_label, export_name
-from appliance.web import changes_or_syncs, deps
+from appliance.web import MAX_CAPTURE_ID, changes_or_syncs, deps
 from appliance.web.gallery import _row_or_404, _send
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -46,7 +46,7 @@ def captures():
                    cursor=str(rows[-1]["id"]) if rows else str(after))
 
 
-@bp.route("/captures/<int:capture_id>/image")
+@bp.route("/captures/<capture_id:capture_id>/image")
 @changes_or_syncs
 def image(capture_id):
     row = _row_or_404(capture_id)
@@ -61,8 +61,9 @@ def ack():
         abort(400, f'expected {{"items": [{{"id": N, "sha256": "…"}}, …]}} with at most {MAX_ACK_ITEMS} items')
     verified = {}
     for item in items:
-        if not (isinstance(item, dict) and type(item.get("id")) is int and isinstance(item.get("sha256"), str)):
-            abort(400, 'each item needs an integer "id" and a string "sha256"')
+        if not (isinstance(item, dict) and type(item.get("id")) is int and 0 <= item["id"] <= MAX_CAPTURE_ID
+                and isinstance(item.get("sha256"), str)):
+            abort(400, 'each item needs an "id" (a capture number) and a string "sha256"')
         verified[item["id"]] = item["sha256"].lower()
     marked, mismatched = deps()["store"].mark_synced(verified, utc_iso())
     return jsonify(synced=marked, refused=mismatched)

@@ -11,7 +11,7 @@ from flask import Blueprint, Response, abort, flash, redirect, render_template, 
 
 from appliance.storage.filters import Filters
 from appliance.transfer.export import effective_label, stream_zip
-from appliance.web import deps
+from appliance.web import MAX_CAPTURE_ID, deps
 
 bp = Blueprint("gallery", __name__)
 
@@ -83,7 +83,7 @@ def _row_or_404(capture_id: int) -> dict:
     return row
 
 
-@bp.route("/captures/<int:capture_id>")
+@bp.route("/captures/<capture_id:capture_id>")
 def item(capture_id):
     row = _row_or_404(capture_id)
     return render_template("item.html", row=row, top_k=json.loads(row["top_k"] or "[]"),
@@ -103,26 +103,26 @@ def _send(row, relative: str, etag: str):
     return response
 
 
-@bp.route("/captures/<int:capture_id>/thumb")
+@bp.route("/captures/<capture_id:capture_id>/thumb")
 def thumb(capture_id):
     row = _row_or_404(capture_id)
     return _send(row, row["thumb_path"], f"{row['sha256']}-thumb")
 
 
-@bp.route("/captures/<int:capture_id>/image")
+@bp.route("/captures/<capture_id:capture_id>/image")
 def image(capture_id):
     row = _row_or_404(capture_id)
     return _send(row, row["image_path"], row["sha256"])
 
 
-@bp.route("/captures/<int:capture_id>/star", methods=["POST"])
+@bp.route("/captures/<capture_id:capture_id>/star", methods=["POST"])
 def star(capture_id):
     _row_or_404(capture_id)
     deps()["store"].set_starred(capture_id, request.form.get("starred") == "1")
     return redirect(url_for("gallery.item", capture_id=capture_id))
 
 
-@bp.route("/captures/<int:capture_id>/relabel", methods=["POST"])
+@bp.route("/captures/<capture_id:capture_id>/relabel", methods=["POST"])
 def relabel(capture_id):
     row = _row_or_404(capture_id)
     label = " ".join(request.form.get("label", "").split())
@@ -132,7 +132,7 @@ def relabel(capture_id):
     return redirect(url_for("gallery.item", capture_id=capture_id))
 
 
-@bp.route("/captures/<int:capture_id>/delete", methods=["GET", "POST"])
+@bp.route("/captures/<capture_id:capture_id>/delete", methods=["GET", "POST"])
 def delete(capture_id):
     row = _row_or_404(capture_id)
     if request.method == "GET":
@@ -153,6 +153,8 @@ def export_zip():
         try:
             ids = sorted({int(i) for i in request.form.getlist("ids")})
         except ValueError:
+            abort(400, "ids must be capture numbers")
+        if ids and not 0 <= ids[0] <= ids[-1] <= MAX_CAPTURE_ID:
             abort(400, "ids must be capture numbers")
     if not ids:
         abort(400, "nothing selected: tick some images first")

@@ -69,7 +69,7 @@ def test_int8_and_float_inputs_are_converted_from_the_models_own_parameters():
 def test_a_corrupt_model_is_a_clear_error_naming_the_file(tmp_path):
     corrupt = tmp_path / "broken.tflite"
     corrupt.write_bytes(BIRD_MODEL.read_bytes()[:100_000])
-    with pytest.raises(ModelError, match=f"{corrupt}: not a usable TFLite model"):
+    with pytest.raises(ModelError, match=f"{corrupt}: not a valid TFLite model"):
         Classifier.open(ModelConfig(path=str(corrupt), labels=str(MODELS / "inat_bird_labels.txt")))
     not_a_model = tmp_path / "notes.tflite"
     not_a_model.write_text("hello")

@@ -56,7 +56,7 @@ def test_an_empty_labels_path_means_the_embedded_labels():
 
 def test_a_model_that_is_not_a_zip_has_no_embedded_labels_and_the_error_names_it(tmp_path):
     model = tmp_path / "plain.tflite"
-    model.write_bytes(b"TFL3" + bytes(100))
+    model.write_bytes(bytes(4) + b"TFL3" + bytes(100))
     with pytest.raises(ModelError, match=r"plain\.tflite: the model has no embedded labels"):
         load_labels(model)
 

@@ -11,8 +11,10 @@ from pathlib import Path
 
 from appliance.cli import add_command
 from appliance.config import DEVICE_CONFIG_PATH, Config, load_config
-from appliance.errors import ConfigError, WebServerError
-from appliance.inference.catalog import default_models_dir, load_catalog
+from appliance.errors import ConfigError, ModelError, WebServerError
+from appliance.inference.catalog import default_models_dir, identify_model, keep_defaults, load_catalog
+from appliance.inference.labels import check_tflite
+from appliance.storage.files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ def run_command(args) -> int:
     config = load_config(path)
     if args.once:
         config = config.replace(camera={"replay_loop": False})
+    check_keep_rule(config)
     return run_appliance(config)
 
 
@@ -81,6 +84,13 @@ def demo_command(args) -> int:
         # A laptop has no GPIO: gpiozero's mock pins stand in, and the status shows what the LEDs do.
         gpio={"enabled": "on", "pin_factory": "mock", "fault_display_s": 0.0},
     )
+    try:
+        check_keep_rule(config)
+    except ConfigError as e:
+        if args.config:
+            raise
+        raise ConfigError("appliance demo", e.key, e.problem,
+                          f"{e.allowed}; pass --config FILE with them in its [keep] section") from None
     print(f"appliance demo: photos {args.images}, model {model}\n"
           f"  kept images and database: {data}\n  live status: {runtime / 'status.json'}", file=sys.stderr)
     web = None
@@ -100,6 +110,21 @@ def demo_command(args) -> int:
             web.close()
     print(f"appliance demo: done. List what was kept with:\n  appliance captures --data {data}", file=sys.stderr)
     return code
+
+
+def check_keep_rule(config: Config) -> None:
+    """A ``ConfigError`` if the model is unknown to the catalog and the config gives no keep rule.
+
+    Checked before anything starts, so no frame is kept under a rule nobody chose. A model file that
+    is missing, damaged or no TFLite model at all is left to the classifier, which reports it when the
+    appliance starts (on the LEDs too)."""
+    path = Path(config.model.path)
+    try:
+        entry = identify_model(path, sha256_file(path))
+        check_tflite(path)
+    except (OSError, ModelError):
+        return
+    keep_defaults(entry, config.keep, path, config.source)
 
 
 def run_appliance(config: Config) -> int:

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import tomllib
 import typing
+from fractions import Fraction
 from pathlib import Path
 
 from appliance.config.checks import check_pins, check_system
@@ -15,6 +17,8 @@ from appliance.errors import ConfigError
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+MAX_SIZE_BYTES = 2**63 - 1  # the most a file system (off_t) or SQLite (INTEGER) can count
+_SHOWN_CHARS = 40  # a longer value is shortened in errors: a 400-digit number must not flood the line
 
 
 def parse_bytes(value) -> int:
@@ -26,7 +30,8 @@ def parse_bytes(value) -> int:
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(value))
     if not match or match.group(2).upper() not in _UNITS:
         raise ValueError(value)
-    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+    # Exact, not float: "1e400" bytes must stay a (too large) number, not become infinity
+    return int(Fraction(match.group(1)) * _UNITS[match.group(2).upper()])
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -35,15 +40,35 @@ def load_config(path: str | Path | None) -> Config:
         return Config()
     path = Path(path)
     try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(path, None, "no such file", "a path to an existing TOML file") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(path, None, f"not valid TOML ({e})") from None
     except OSError as e:
         raise ConfigError(path, None, f"cannot be read ({e.strerror})") from None
+    text = decode_text(raw, path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(path, None, f"not valid TOML ({e})") from None
+    except ValueError as e:  # tomllib lets Python's own limits through: a number of over 4300 digits
+        raise ConfigError(path, None, f"not valid TOML ({str(e).split(':')[0]})") from None
     return config_from_dict(data, source=path, base_dir=path.parent)
+
+
+def decode_text(raw: bytes, path) -> str:
+    """The config file's bytes as text: UTF-8 (as TOML requires), a leading byte-order mark dropped.
+
+    Anything else (a Windows editor's Latin-1 or "ANSI") is a ``ConfigError`` saying where the first
+    byte that is not UTF-8 is, and how to fix it."""
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")  # Notepad's BOM: harmless, but not TOML
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        line_start = raw.rfind(b"\n", 0, e.start) + 1
+        column = len(raw[line_start:e.start].decode("utf-8")) + 1  # what came before the byte is UTF-8
+        raise ConfigError(path, None, f"not UTF-8 text: byte 0x{raw[e.start]:02x} at line {line}, column {column} "
+                          "(perhaps saved as Latin-1 or Windows ANSI); save it as UTF-8 "
+                          "(in Notepad: Save As, Encoding: UTF-8)") from None
 
 
 def config_from_dict(data: dict, source="<dict>", base_dir: Path | None = None) -> Config:
@@ -82,43 +107,53 @@ def _check_value(key, f, value, source):
 
     def fail(problem):
         if rules.get("secret"):  # a password must not reach a log through its error message
-            problem = problem.replace(repr(value), "the value")
+            for text in (repr(value), _shown(value)):
+                problem = problem.replace(text, "the value")
         raise ConfigError(source, key, problem, allowed)
 
+    shown = _shown(value)
     if rules.get("size"):
         try:
             value = parse_bytes(value)
         except ValueError:
-            fail(f"{value!r} is not a size")
+            fail(f"{shown} is not a size")
+        if value > MAX_SIZE_BYTES:
+            fail(f"{shown} is more bytes than a file system can hold")
     elif kind is bool:
         if not isinstance(value, bool):
-            fail(f"{value!r} is not true or false")
+            fail(f"{shown} is not true or false")
     elif kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            fail(f"{value!r} is not a whole number")
+            fail(f"{shown} is not a whole number")
     elif kind in (float, float | None):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            fail(f"{value!r} is not a number")
-        value = float(value)
+        try:
+            value = _number(value)
+        except ValueError as e:
+            fail(f"{shown} is {e}")
     elif kind is str:
         if not isinstance(value, str):
-            fail(f"{value!r} is not a string")
+            fail(f"{shown} is not a string")
+        if "\0" in value:  # no file name, host name or password holds one; os calls refuse it
+            fail("the value has a NUL character (\\u0000)")
     elif kind == tuple[int, int]:
         if (not isinstance(value, list) or len(value) != 2
                 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
-            fail(f"{value!r} is not [WIDTH, HEIGHT]")
+            fail(f"{shown} is not [WIDTH, HEIGHT]")
         value = tuple(value)
     elif kind == (tuple[str, ...] | None):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            fail(f"{value!r} is not a list of strings")
+            fail(f"{shown} is not a list of strings")
         value = tuple(value)
     elif kind == dict[str, float]:
         if not isinstance(value, dict):
-            fail(f"{value!r} is not a table of label = score")
+            fail(f"{shown} is not a table of label = score")
+        scores = {}
         for label, score in value.items():
-            if isinstance(score, bool) or not isinstance(score, (int, float)):
-                fail(f"{label!r} = {score!r} is not a number")
-        value = {label: float(score) for label, score in value.items()}
+            try:
+                scores[label] = _number(score)
+            except ValueError as e:
+                fail(f"{_shown(label)} = {_shown(score)} is {e}")
+        value = scores
     else:  # pragma: no cover - a field type this loader does not know is a programming error
         raise TypeError(f"config field {key} has unsupported type {kind}")
 
@@ -128,11 +163,35 @@ def _check_value(key, f, value, source):
         except ValueError as e:
             fail(str(e))
     if "choices" in rules and value not in rules["choices"]:
-        fail(f"{value!r} is not allowed")
+        fail(f"{shown} is not allowed")
     for number in _numbers(value):
-        if "min" in rules and number < rules["min"] or "max" in rules and number > rules["max"]:
-            fail(f"{number!r} is out of range")
+        # nan compares false with everything, so the bounds alone would let it through (and a
+        # min_score of nan keep every frame); no key means "forever" by infinity either
+        if isinstance(number, float) and math.isnan(number):
+            fail("nan is not a number")
+        if ("min" in rules and number < rules["min"] or "max" in rules and number > rules["max"]
+                or isinstance(number, float) and math.isinf(number)):
+            fail(f"{_shown(number)} is out of range")
     return value
+
+
+def _shown(value) -> str:
+    """``repr(value)``, shortened in the middle when long: errors stay one readable line."""
+    text = repr(value)
+    if len(text) <= _SHOWN_CHARS:
+        return text
+    unit = "digits" if isinstance(value, int) else "characters"
+    return f"{text[:_SHOWN_CHARS // 2]}…{text[-_SHOWN_CHARS // 2:]} ({len(text)} {unit})"
+
+
+def _number(value) -> float:
+    """A TOML int or float as a float; ``ValueError(what it is instead)`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("not a number")
+    try:
+        return float(value)
+    except OverflowError:  # an int of hundreds of digits
+        raise ValueError("out of range") from None
 
 
 def _numbers(value):

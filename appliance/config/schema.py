@@ -55,7 +55,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class KeepConfig:
-    labels: tuple[str, ...] | None = _key(None, "Labels to keep: exact names or glob patterns such as \"*Owl*\"; unset takes the model's catalog rule, else [\"*\"].")
+    labels: tuple[str, ...] | None = _key(None, "Labels to keep: exact names or glob patterns such as \"*Owl*\"; unset takes the model's catalog rule (a model the catalog does not know needs it set).")
     ignore: tuple[str, ...] | None = _key(None, "Labels never kept (\"anything except\"); unset takes the model's catalog rule, else [].")
     min_score: float | None = _key(None, "Lowest score a target label needs; unset takes the model's catalog rule, else 0.5.",
                                    min=0.0, max=1.0)

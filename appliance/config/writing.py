@@ -4,10 +4,12 @@ the one in-place edit the appliance makes to a person's file (a clear-text passw
 
 from __future__ import annotations
 
+import codecs
 import re
 import tomllib
 from pathlib import Path
 
+from appliance.config.loading import decode_text
 from appliance.config.schema import Config, describe_allowed, iter_keys
 from appliance.storage.files import atomic_write_bytes
 
@@ -81,9 +83,13 @@ def replace_clear_text(text: str, section: str, key: str, hashed: str) -> str:
 def remove_clear_text(path: str | Path, section: str, key: str, hashed: str) -> None:
     """Rewrite the config file so ``[SECTION]`` holds ``KEY_hash`` in place of the clear-text ``KEY``.
 
-    Raises ``OSError`` (a read-only boot partition) or ``ValueError`` (see ``replace_clear_text``)."""
+    Raises ``OSError`` (a read-only boot partition) or ``ValueError`` (see ``replace_clear_text``; a
+    file that is not UTF-8). A leading byte-order mark stays where it was."""
     path = Path(path)
-    atomic_write_bytes(path, replace_clear_text(path.read_text(), section, key, hashed).encode(), mode=0o600)
+    raw = path.read_bytes()
+    bom = codecs.BOM_UTF8 if raw.startswith(codecs.BOM_UTF8) else b""
+    rewritten = replace_clear_text(decode_text(raw, path), section, key, hashed)
+    atomic_write_bytes(path, bom + rewritten.encode("utf-8"), mode=0o600)
 
 
 def reference_markdown() -> str:

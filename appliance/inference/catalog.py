@@ -4,6 +4,10 @@ The catalog is ``models/catalog.toml`` in the repository; the wheel ships it as
 ``appliance/data/catalog.toml``. A model file is installed only once its sha256 matches the catalog,
 so a truncated download or a changed mirror never reaches the classifier. Fetching works offline
 too: ``fetch(entry, models_dir, from_dir=...)`` copies from a folder (a USB stick) with the same check.
+
+At every start the classifier checks its model file the same way (``identify_model``): a file named
+like a catalog model whose sha256 differs is damaged and refused, and the model's keep rule
+(``keep_defaults``) is the catalog's only for a file the catalog really knows.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Mapping
 
 import appliance
-from appliance.errors import CatalogError
+from appliance.errors import CatalogError, ConfigError, ModelError
 from appliance.storage.files import atomic_file, sha256_file
 
 log = logging.getLogger(__name__)
@@ -251,6 +255,41 @@ def verify(models_dir: str | Path, catalog: Catalog | None = None) -> list[Verif
             actual = sha256_file(path)
             results.append(VerifyResult(entry, file, path, OK if actual == file.sha256 else MISMATCH, actual))
     return results
+
+
+def identify_model(path: str | Path, sha256: str, catalog: Catalog | None = None) -> ModelEntry | None:
+    """The catalog entry whose model (or Edge TPU build) the file at ``path`` is, by ``sha256``; None if unknown.
+
+    A file named like one of the catalog's files but with another sha256 is that file damaged (a copy
+    cut short, a flipped bit on the SD card), not a model of its own: a ``ModelError`` saying how to
+    fetch it again. A catalog model under another name is still recognised by its sha256.
+    """
+    catalog = catalog or load_catalog()
+    path = Path(path)
+    for entry in catalog.entries:
+        for file in entry.files(edgetpu=True):
+            if file.filename == path.name and file.sha256 != sha256:
+                option = " --edgetpu" if file is entry.edgetpu else ""
+                raise ModelError(f"{path}: sha256 {sha256} does not match the catalog's {file.sha256} for "
+                                 f"{entry.name}: the file is damaged; copy it again or run `appliance models fetch "
+                                 f"{entry.name}{option} --dir {path.parent}` (add --from DIR to copy from a USB stick)")
+    return catalog.find_by_sha256(sha256) or catalog.find_by_edgetpu_sha256(sha256)
+
+
+def keep_defaults(entry: ModelEntry | None, keep_config, model_path: str | Path, source) -> KeepDefaults | None:
+    """The rule that the ``[keep]`` keys ``keep_config`` leaves unset fall back to: ``entry``'s, for a catalog model.
+
+    A model the catalog does not know (``entry`` None) has no rule of its own, and "any label at 0.5"
+    keeps most frames of most models: unless ``keep.labels`` is set, that is a ``ConfigError`` naming
+    ``source`` (the config file) and the key to set.
+    """
+    if entry is not None:
+        return entry.keep
+    if keep_config.labels is None:
+        raise ConfigError(source, "keep.labels", f"must be set: {Path(model_path).name} is not in the models catalog "
+                          "(`appliance models list`), so it has no keep rule of its own",
+                          'the labels to keep, such as ["*Owl*"]; with ["*"], set keep.ignore and keep.min_score too')
+    return None
 
 
 def _copy(source: Path, file: ModelFile, target: Path, progress: Progress | None) -> None:

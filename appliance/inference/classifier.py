@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from appliance.errors import AcceleratorMissing, ModelError, RuntimeMissing
-from appliance.inference.labels import load_labels
+from appliance.inference.catalog import identify_model, load_catalog
+from appliance.inference.labels import check_tflite, load_labels
 from appliance.pipeline.frames import Classification
 from appliance.storage.files import sha256_file
 
@@ -66,11 +67,13 @@ class AcceleratorState:
 class Classifier:
     """Classifies RGB ``uint8`` frames at the model's input size; build it with ``Classifier.open``."""
 
-    def __init__(self, interpreter, labels, model_path, model_sha256, accelerator, runtime, top_k=5):
+    def __init__(self, interpreter, labels, model_path, model_sha256, accelerator, runtime, top_k=5,
+                 catalog_entry=None):
         self.interpreter = interpreter
         self.labels = labels
         self.model_path = Path(model_path)
         self.model_sha256 = model_sha256
+        self.catalog_entry = catalog_entry  # the models catalog's entry for this model; None if unknown to it
         self.accelerator = accelerator
         self.runtime = runtime
         self.top_k = top_k
@@ -90,18 +93,27 @@ class Classifier:
                              f"{len(labels)} entries: set model.labels to the model's own labels file")
 
     @classmethod
-    def open(cls, model_config) -> Classifier:
-        """Load the model, its labels, and the accelerator that ``model_config`` asks for."""
+    def open(cls, model_config, catalog=None) -> Classifier:
+        """Load the model, its labels, and the accelerator that ``model_config`` asks for.
+
+        The model file is checked before anything is read from it: against the models catalog
+        (``catalog``, else the built-in one), where a damaged copy of a catalog model is a
+        ``ModelError``; then that it is a TFLite model the runtime loads; only then its labels.
+        """
         path = Path(model_config.path)
         if not path.is_file():
             raise ModelError(f"{path}: model file not found: `appliance models fetch NAME` installs one, "
                              "or set model.path")
+        catalog = catalog or load_catalog()
+        sha256 = _sha256(path)
+        entry = identify_model(path, sha256, catalog)
+        check_tflite(path)
         runtime = import_runtime()
-        labels = load_labels(path, model_config.labels or None)
         threads = model_config.num_threads or default_threads()
-        interpreter, accelerator = _open_interpreter(runtime, model_config, path, threads)
-        classifier = cls(interpreter, labels, path, sha256_file(path), accelerator, runtime_name(runtime),
-                         top_k=model_config.top_k)
+        interpreter, accelerator = _open_interpreter(runtime, model_config, path, threads, catalog)
+        labels = load_labels(path, model_config.labels or None)
+        classifier = cls(interpreter, labels, path, sha256, accelerator, runtime_name(runtime),
+                         top_k=model_config.top_k, catalog_entry=entry)
         classifier.num_threads = threads
         return classifier
 
@@ -154,11 +166,18 @@ def _input_lut(details):
     return np.clip(quantized, info.min, info.max).astype(dtype)
 
 
-def _open_interpreter(runtime, model_config, path, threads):
+def _sha256(path: Path) -> str:
+    try:
+        return sha256_file(path)
+    except OSError as e:
+        raise ModelError(f"{path}: the model file cannot be read ({e.strerror})") from None
+
+
+def _open_interpreter(runtime, model_config, path, threads, catalog):
     requested = model_config.accelerator
     if requested in ("coral", "auto"):
         tpu_path = Path(model_config.edgetpu_path) if model_config.edgetpu_path else edgetpu_sibling(path)
-        interpreter, problem = _try_edgetpu(runtime, tpu_path)
+        interpreter, problem = _try_edgetpu(runtime, tpu_path, catalog)
         if interpreter is not None:
             log.info("running %s on the Coral Edge TPU", tpu_path)
             return interpreter, AcceleratorState(requested, "coral")
@@ -181,7 +200,7 @@ def edgetpu_sibling(path: Path) -> Path:
     return path.with_name(f"{path.stem}_edgetpu{path.suffix}")
 
 
-def _try_edgetpu(runtime, tpu_path):
+def _try_edgetpu(runtime, tpu_path, catalog):
     """An interpreter on the Edge TPU, or (None, why not)."""
     if not tpu_path.is_file():
         return None, f"there is no Edge TPU model at {tpu_path}"
@@ -189,6 +208,9 @@ def _try_edgetpu(runtime, tpu_path):
         delegate = runtime.load_delegate(EDGETPU_LIBRARY)
     except (OSError, ValueError, RuntimeError) as e:
         return None, f"the Edge TPU runtime or device is not available ({EDGETPU_LIBRARY}: {e})"
+    # Checked only now that it is about to run: a damaged build with no TPU plugged in harms nothing
+    identify_model(tpu_path, _sha256(tpu_path), catalog)
+    check_tflite(tpu_path)
     return _load(runtime, tpu_path, experimental_delegates=[delegate]), ""
 
 
@@ -200,6 +222,6 @@ def _load(runtime, path, **options):
         if "edgetpu-custom-op" in str(e):
             raise ModelError(f"{path}: this model is compiled for the Coral Edge TPU and cannot run on the "
                              "CPU: set model.path to the plain model and model.accelerator = \"auto\"") from None
-        raise ModelError(f"{path}: not a usable TFLite model ({str(e).splitlines()[0]}): "
-                         "fetch it again with `appliance models fetch NAME`") from None
+        raise ModelError(f"{path}: not a valid TFLite model (the runtime says: {str(e).splitlines()[0]}): "
+                         "copy it again, or fetch a model with `appliance models fetch NAME`") from None
     return interpreter

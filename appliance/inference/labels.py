@@ -6,7 +6,8 @@ A model from Coral carries its labels inside: the ``.tflite`` is also a zip arch
 Labels files come in two formats, and ``parse_labels`` tells them apart by one rule:
 
 * **numbered** -- ``N label``, ``N:label`` or ``N: label`` on every non-empty line; the numbers give
-  the index, lines may come in any order, and a number with no line is an empty label ``""``;
+  the index (at most ``MAX_LABEL_NUMBER``), lines may come in any order, and a number with no line is
+  an empty label ``""``;
 * **bare** -- anything else: one label per line, the index is the line number (from 0), and a blank
   line inside the file is an empty label ``""`` so that later indexes stay right.
 
@@ -34,6 +35,10 @@ log = logging.getLogger(__name__)
 # "labels.txt", localised "labels_en.txt".
 _EMBEDDED_PATTERN = "*labels*.txt"
 _NUMBERED = re.compile(r"\s*(\d+)(?:\s*:\s*|\s+)(\S.*?)\s*")
+# About ten times the largest classifiers (ImageNet-21k: 21,843 classes): a larger number is not a
+# label's, and the list up to it could fill the memory ("2000000000 narwhal" asked for 16 GB).
+MAX_LABEL_NUMBER = 199_999
+_TFLITE_IDENTIFIER = b"TFL3"  # a TFLite model's flatbuffer file identifier, at bytes 4 to 7
 
 
 def load_labels(model_path: str | Path, labels_path: str | Path | None = None) -> list[str]:
@@ -73,7 +78,13 @@ def parse_labels(text: str, source: str = "<labels>") -> list[str]:
         return [line.strip() for line in lines]
     by_index: dict[int, str] = {}
     for match in numbered:
-        index, label = int(match[1]), match[2]
+        number, label = match[1].lstrip("0") or "0", match[2]
+        # Length first: int() itself refuses more than 4300 digits
+        if len(number) > len(str(MAX_LABEL_NUMBER)) or int(number) > MAX_LABEL_NUMBER:
+            shown = number if len(number) <= 12 else f"{number[:6]}… ({len(number)} digits)"
+            raise ModelError(f"{source}: label number {shown} is beyond the largest the appliance accepts "
+                             f"({MAX_LABEL_NUMBER}): a labels file numbers the model's outputs from 0")
+        index = int(number)
         if index in by_index:
             raise ModelError(f"{source}: label number {index} is given twice "
                              f"({by_index[index]!r} and {label!r})")
@@ -96,9 +107,24 @@ def _embedded_labels(model_path: Path) -> tuple[str, str]:
     except OSError as e:
         raise ModelError(f"{model_path}: the model file cannot be read ({e.strerror})") from None
     except zipfile.BadZipFile:
-        pass  # a plain .tflite without associated files: no embedded labels
+        check_tflite(model_path)  # a plain .tflite without associated files, or not a model at all
     raise ModelError(f"{model_path}: the model has no embedded labels; "
                      "give a labels file (model.labels in the config)")
+
+
+def check_tflite(model_path: str | Path) -> None:
+    """A ``ModelError`` unless the file starts as a TFLite model does (its flatbuffer's identifier).
+
+    Cheap, and before the labels are looked for: a file that is no model at all is reported as such,
+    not as a model without labels. A model cut short passes; the runtime refuses it when it loads."""
+    try:
+        with open(model_path, "rb") as f:
+            header = f.read(8)
+    except OSError as e:
+        raise ModelError(f"{model_path}: the model file cannot be read ({e.strerror})") from None
+    if header[4:8] != _TFLITE_IDENTIFIER:
+        raise ModelError(f"{model_path}: not a valid TFLite model (it does not start as one): copy it again, "
+                         "or fetch a model with `appliance models fetch NAME`")
 
 
 def _decode(source: str, data: bytes) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 from appliance.cameras import open_camera
 from appliance.config import Config, to_toml
 from appliance.errors import AcceleratorMissing, ApplianceError, CameraError, ModelError, RuntimeMissing, StorageError
-from appliance.inference.catalog import load_catalog
+from appliance.inference.catalog import keep_defaults
 from appliance.inference.classifier import Classifier
 from appliance.network.service import read_network, request_hotspot
 from appliance.panel import indicator
@@ -83,9 +83,9 @@ class Appliance:
     def _build(self, camera):
         config = self.config
         self.classifier = Classifier.open(config.model)
-        entry = load_catalog().find_by_sha256(self.classifier.model_sha256)
+        entry = self.classifier.catalog_entry  # a damaged catalog model has already failed to open
         self.model = ModelInfo(entry.name if entry else Path(config.model.path).stem, self.classifier.model_sha256)
-        self.rule = KeepRule.from_config(config.keep, entry.keep if entry else None)
+        self.rule = KeepRule.from_config(config.keep, keep_defaults(entry, config.keep, config.model.path, config.source))
         log.info("model %s (%s, %s), %d labels, keep rule: labels %s, ignore %s, min score %.2f",
                  self.model.name, self.classifier.backend, self.classifier.runtime, len(self.classifier.labels),
                  list(self.rule.labels), list(self.rule.ignore), self.rule.min_score)

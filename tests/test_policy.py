@@ -157,6 +157,34 @@ def test_an_image_is_not_compared_with_keeps_of_another_label():
         == ["match", "match"]
 
 
+def hashed(bits: int) -> np.ndarray:
+    """An 8x9 gray image (the hash's own grid) whose dHash has exactly its first ``bits`` bits set."""
+    rows = []
+    for r in range(8):
+        level, row = 100, [100]
+        for c in range(8):
+            level += 10 if r * 8 + c < bits else -10
+            row.append(level)
+        rows.append(row)
+    return np.array(rows, dtype=np.uint8)
+
+
+def test_an_image_exactly_duplicate_max_distance_bits_away_is_a_duplicate_and_one_bit_more_is_kept():
+    assert [hamming(image_hash(hashed(0)), image_hash(hashed(n))) for n in (4, 5)] == [4, 5]
+    for distance, expected in ((4, "duplicate"), (5, "match")):
+        p = policy(duplicate_max_distance=4)
+        assert p.decide(seen(("Robin", 0.9)), hashed(0), 0.0).is_keep
+        assert p.decide(seen(("Robin", 0.9)), hashed(distance), 1.0).reason == expected
+
+
+def test_a_frame_is_compared_with_the_last_keep_not_with_the_last_frame_that_was_a_duplicate():
+    # 4 bits from the keep: a duplicate; 8 bits from the keep (but 4 from that duplicate): kept.
+    p = policy(duplicate_max_distance=4)
+    robin = seen(("Robin", 0.9))
+    assert [p.decide(robin, hashed(bits), float(i)).reason for i, bits in enumerate((0, 4, 8))] \
+        == ["match", "duplicate", "match"]
+
+
 def test_duplicates_are_kept_when_the_check_is_off():
     assert reasons(policy(), seen(("Robin", 0.9)), seen(("Robin", 0.9))) == ["match", "match"]
 

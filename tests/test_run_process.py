@@ -110,3 +110,19 @@ def _read_json(path):
 
 def _shows_camera_fault(status):
     return bool(status and status["camera"].get("problem") and status["leds"].get("warning") == "blink code 2")
+
+
+def test_a_notify_socket_nobody_reads_never_blocks_the_notifier(tmp_path):
+    # A unix datagram socket queues only ~10 messages: past that, a blocking send waits for ever, and
+    # the status thread pinging the watchdog (joined at shutdown) with it.
+    import threading
+
+    from appliance.service.sdnotify import Notifier
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as unread:
+        unread.bind(str(tmp_path / "notify.sock"))
+        notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "400000"})
+        pinging = threading.Thread(target=lambda: [notifier.watchdog() for _ in range(100)], daemon=True)
+        pinging.start()
+        pinging.join(timeout=30)
+        assert not pinging.is_alive(), "the notifier blocked on a socket nobody reads"

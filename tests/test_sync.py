@@ -153,6 +153,26 @@ def test_a_rerun_fetches_nothing_and_touches_no_file(serve, tmp_path):
     assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in dest.rglob("*") if p.is_file()} == before
 
 
+def test_a_file_already_at_the_destination_is_trusted_only_if_its_sha256_matches(serve, tmp_path):
+    # A folder that already holds some of the files (copied by hand, or by an older run): the one with
+    # the right bytes is skipped; the one with the right name and wrong bytes is fetched again.
+    server, dest = serve(), tmp_path / "pulled"
+    rows = device_rows(server)
+    right, wrong = rows[0], rows[1]
+    for row in (right, wrong):
+        (dest / export_name(row)).parent.mkdir(parents=True, exist_ok=True)
+    (dest / export_name(right)).write_bytes((server.store.data_dir / right["image_path"]).read_bytes())
+    damaged = bytearray((server.store.data_dir / wrong["image_path"]).read_bytes())
+    damaged[len(damaged) // 2] ^= 0x01
+    (dest / export_name(wrong)).write_bytes(bytes(damaged))
+
+    report = sync(server.url, dest, PASSWORD)
+
+    assert (report.new, report.skipped, report.failed) == (KEEPS - 1, 1, [])
+    for row in (right, wrong):
+        assert hashlib.sha256((dest / export_name(row)).read_bytes()).hexdigest() == row["sha256"]
+
+
 def test_a_corrupted_byte_on_the_device_is_caught_not_installed_not_acked_and_fetched_once_repaired(
         serve, tmp_path, sync_env):
     server, dest = serve(), tmp_path / "pulled"

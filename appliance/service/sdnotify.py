@@ -20,11 +20,13 @@ class Notifier:
     def notify(self, message: str) -> None:
         if not self._address:
             return
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+        # Never blocks: a notify socket nobody reads (its queue holds ~10 datagrams) would otherwise
+        # hang the thread that pings the watchdog, and with it the shutdown that joins that thread.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK) as s:
             try:
                 s.sendto(message.encode(), self._address)
             except OSError:
-                pass  # systemd gone (shutting down): nothing to tell
+                pass  # systemd gone (shutting down) or not reading: nothing to tell
 
     def ready(self, status: str = "") -> None:
         self.notify("READY=1" + (f"\nSTATUS={status}" if status else ""))

@@ -46,6 +46,10 @@ class CameraError(ApplianceError, RuntimeError):
     """The camera cannot be opened or stopped delivering frames."""
 
 
+class ImageError(ApplianceError, OSError):
+    """A photo cannot be decoded: not an image, damaged, or too many pixels to decode on the device."""
+
+
 class StorageError(ApplianceError, OSError):
     """The data directory or database cannot be used (unwritable, corrupt, full)."""
 

@@ -53,12 +53,18 @@ def test_sigkill_while_writing_keeps_leaves_every_row_with_a_complete_matching_f
         content = (data / row["image_path"]).read_bytes()
         assert hashlib.sha256(content).hexdigest() == row["sha256"]
         assert (data / row["thumb_path"]).is_file()
-    # Every file that was on disk is still there: indexed, or set aside in quarantine, never deleted.
+    # Every file that was on disk is still there: indexed, or set aside in quarantine, never deleted;
+    # a temp file is either completed (renamed into place and indexed) or quarantined.
     indexed = {row["image_path"] for row in rows}
+    temps = [f for f in files_before if f.name.endswith(".tmp")]
     for relative in files_before:
-        assert str(relative) in indexed or (data / "quarantine" / relative).is_file()
-    assert len(indexed) + len([q for q in report.quarantined if not q.endswith(".tmp")]) >= len(
-        [f for f in files_before if not f.name.endswith(".tmp")])
+        if relative not in temps:
+            assert str(relative) in indexed or (data / "quarantine" / relative).is_file()
+    for temp in temps:
+        assert (data / "quarantine" / temp).is_file() or report.recovered[str(temp)] in indexed
+    # No thumbnail is left without its row: each is some row's, or in quarantine.
+    thumbs = {str(p.relative_to(data)) for p in (data / "thumbs").glob("**/*") if p.is_file()}
+    assert thumbs == {row["thumb_path"] for row in rows}
     store.close()
 
 

@@ -3,11 +3,20 @@
 The queue between the loop and the writer is bounded. When it is full the loop drops the keep (the
 camera never waits for the SD card) and counts it as ``writer-behind``. Before each write the writer
 applies retention: evict what the rules allow, or refuse the keep and report storage full.
+
+What one keep writes, in this order, so that a crash or a power cut at any point leaves something
+start-up reconciliation settles (``storage.reconcile``) and never a row without its file:
+
+1. the JPEG, encoded in memory with its record in a comment, and the sha256 of the rest of its
+   bytes in that record (``images.kept_jpeg``: how reconciliation tells a complete file);
+2. the image file: written to a temp file beside its place, fsynced, renamed into place, and its
+   folder fsynced (``files.atomic_file``);
+3. its thumbnail, the same way;
+4. its row in SQLite (``Store.add`` does 2 to 4).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -21,12 +30,16 @@ from PIL import Image
 from appliance.clock import clock_source, utc_iso
 from appliance.pipeline.frames import Classification, Keep, MainImage
 from appliance.storage import retention
-from appliance.storage.store import Store, metadata_comment
+from appliance.storage.images import encode_jpeg, kept_jpeg, make_thumbnail, thumbnail_of_file  # noqa: F401
+from appliance.storage.store import Store
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
-WRITER_NICE = 10
+# The writer runs this many nice steps below the thread that starts it (the loop's), never at a fixed
+# value: appliance.service runs at Nice=-5 and the page at Nice=10, and a writer at a fixed nice 10
+# waited behind every page view while keeps were dropped (writer-behind).
+WRITER_NICE_STEPS = 3
 # While storage is full the loop offers a keep this often, so keeping resumes by itself once images
 # are offloaded, synced or deleted, without the writer checking retention for every frame.
 FULL_RECHECK_S = 10.0
@@ -47,25 +60,6 @@ class KeepJob:
 class ModelInfo:
     name: str
     sha256: str
-
-
-def encode_jpeg(image: Image.Image, quality: int, comment: bytes = b"") -> bytes:
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=quality, comment=comment)
-    return out.getvalue()
-
-
-def make_thumbnail(image: Image.Image, longest_px: int) -> bytes:
-    scale = min(1.0, longest_px / max(image.size))
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    # resize() with a reducing gap first shrinks by whole factors (cheap), then filters the rest;
-    # unlike Image.thumbnail() it needs no copy of the full-resolution frame.
-    return encode_jpeg(image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0), quality=80)
-
-
-def thumbnail_of_file(path, longest_px: int = 320) -> bytes:
-    with Image.open(path) as image:
-        return make_thumbnail(image.convert("RGB"), longest_px)
 
 
 class Writer:
@@ -109,10 +103,13 @@ class Writer:
             self._thread.join()
 
     def _run(self) -> None:
-        # Below the loop's priority: when the CPU is short, classifying the next frame matters more
-        # than encoding this one; the bounded queue (and its counted drops) absorbs the difference.
+        # A little below the loop: when the CPU is short, classifying the next frame matters more than
+        # encoding this one; the bounded queue (and its counted drops) absorbs the difference. Still
+        # far above the page, whose browsing must never cost a keep. (Linux: nice is per thread, and
+        # this one started at its creator's.)
         try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICE)
+            me = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, me, os.getpriority(os.PRIO_PROCESS, me) + WRITER_NICE_STEPS)
         except (AttributeError, OSError):
             pass  # not Linux, or not permitted: run at the loop's priority
         while (job := self._queue.get()) is not _STOP:
@@ -136,7 +133,7 @@ class Writer:
             "backend": job.classification.backend, "inference_ms": round(job.classification.inference_ms, 3),
             "source": job.source, "width": image.width, "height": image.height,
         }
-        image_bytes = encode_jpeg(image, self.config.jpeg_quality, metadata_comment(record))
+        image_bytes = kept_jpeg(image, self.config.jpeg_quality, record)
         thumb_bytes = make_thumbnail(image, self.config.thumbnail_px)
         # The quota counts kept images' bytes, as the store does; thumbnails (~2 % more) are not counted.
         if not self._make_room(len(image_bytes)):

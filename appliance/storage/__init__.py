@@ -1,7 +1,11 @@
 """What is kept, on the data partition: files first, then rows.
 
-* ``files`` — durable file writes (temporary name → fsync → rename → fsync of the folder) and sha256.
-* ``store`` — the SQLite store (WAL) of kept items and start-up reconciliation of rows and files.
+* ``files`` — durable file writes (temporary name → fsync → rename → fsync of the folder), sha256,
+  and reading files not written here (regular files only, no link followed).
+* ``images`` — the kept JPEG: its record in a comment (validated when read back), the sha256 that
+  proves it complete, its thumbnail.
+* ``store`` — the SQLite store (WAL) of kept items; its durable write order: image, thumbnail, row.
+* ``reconcile`` — start-up reconciliation of rows and files (``reconcile_data_dir`` on a data dir alone).
 * ``retention`` — which items to evict under a quota or a free-space floor: a pure choice.
 * ``activity`` — keeps per hour or day for the page's chart.
 

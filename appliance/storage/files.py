@@ -1,8 +1,12 @@
 """Durable file writes and checksums, shared by the store and the model fetcher.
 
 A file written here is complete or absent, never partial: bytes go to a temporary file beside the
-target, which is fsynced, renamed over the target, and then the directory is fsynced so the rename
-itself survives a power cut.
+target (``.NAME.PID.tmp``), which is fsynced, renamed over the target, and then the directory is
+fsynced so the rename itself survives a power cut.
+
+Files the appliance did not write itself (whatever is on a card at start-up) are read with
+``read_regular``: never a FIFO, socket or device (opening one can block for ever), never through a
+symbolic link.
 """
 
 from __future__ import annotations
@@ -10,10 +14,52 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
+import stat
 from pathlib import Path
 
 TMP_SUFFIX = ".tmp"
 _CHUNK = 1 << 20
+_TMP_NAME = re.compile(r"\.(?P<name>.+)\.\d+" + re.escape(TMP_SUFFIX))
+KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFLNK: "a symbolic link",
+         stat.S_IFCHR: "a device node", stat.S_IFBLK: "a device node", stat.S_IFDIR: "a folder"}
+
+
+def target_of_temp(name: str) -> str | None:
+    """The name ``atomic_file`` was writing when it made the temporary file ``name``; None if it is not one."""
+    match = _TMP_NAME.fullmatch(name)
+    return match["name"] if match else None
+
+
+def kind_of(path: str | Path) -> str:
+    """What ``path`` itself is (a symbolic link is not followed): ``"a regular file"``, ``"a FIFO"``…"""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return "gone"
+    return "a regular file" if stat.S_ISREG(mode) else KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
+def read_regular(path: str | Path) -> bytes:
+    """The contents of ``path`` if it is a regular file; ``OSError`` if it is anything else.
+
+    The check and the read are one: the file is opened without following a link and without
+    waiting (a FIFO swapped in after a check would otherwise block the open), then checked."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(f"{path} is {KINDS.get(stat.S_IFMT(mode), 'not a regular file')}")
+        return f.read()
+
+
+def fsync_file(path: str | Path) -> None:
+    """Make a file's contents durable (a file another process wrote and may not have fsynced)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def sha256_file(path: str | Path) -> str:

@@ -2,34 +2,45 @@
 
 Rules (DESIGN.md, "Storage rules"):
 
-* A file is durable before its row exists: image and thumbnail are written atomically (temp file,
-  fsync, rename, fsync the directory), and only then is the row inserted.
-* Each kept JPEG carries its own record as JSON in a JPEG comment, so a file whose row was lost (a
-  crash between rename and insert) is indexed again at start-up with its full metadata.
-* ``reconcile()`` at start-up marks rows whose file is gone as ``missing``, re-indexes files with no
-  row, and moves anything it cannot read (and leftover temp files) to ``<data>/quarantine/`` —
-  never deleting a file silently.
+* A file is durable before its row exists. ``add`` writes a keep in this order:
+
+  1. the image: a temp file beside it, fsync, rename into place, fsync of the folder;
+  2. its thumbnail under ``thumbs/``, the same way;
+  3. the row (one SQLite transaction, WAL).
+
+  Image before thumbnail, so that a crash between them leaves an image without a row (indexed
+  again at start-up, its thumbnail made again) rather than a thumbnail of nothing.
+* Each kept JPEG carries its own record as JSON in a JPEG comment (``images``), so a file whose row
+  was lost (a crash between rename and insert) is indexed again at start-up with its full metadata.
+* ``reconcile()`` at start-up brings rows and files back into step, moving what it cannot use to
+  ``<data>/quarantine/``, never deleting a file silently (``reconcile`` module).
 * A discarded frame never reaches the store, so it costs no writes at all.
+* A full card must not keep the appliance from starting: SQLite needs room to open a WAL database
+  (its shared-memory file; on a filesystem with no room, writing into that mapping kills the
+  process with SIGBUS). So the store sets aside ``RESERVE_BYTES`` in ``.reserve`` while there is
+  room, and gives it back when it finds the filesystem full at start, so that it opens, the page
+  and the LEDs say storage is full, and the owner can sync, offload or delete. With less than
+  ``OPEN_NEEDS_BYTES`` free and no reserve to give back, it refuses to open with a clear error
+  instead of dying.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import shutil
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlite_utils import Database
 
 from appliance.errors import StorageError
-from appliance.storage.files import TMP_SUFFIX, atomic_write_bytes, sha256_file
+from appliance.storage.files import atomic_file, atomic_write_bytes, fsync_dir
+from appliance.storage.images import METADATA_PREFIX, RECORD_FIELDS, metadata_comment  # noqa: F401 (their old home)
+from appliance.storage.reconcile import QUARANTINE, THUMBS, ReconcileReport, reconcile  # noqa: F401
 
 if TYPE_CHECKING:  # an annotation only
     from appliance.storage.filters import Filters
@@ -37,10 +48,10 @@ if TYPE_CHECKING:  # an annotation only
 log = logging.getLogger(__name__)
 
 DB_NAME = "appliance.db"
-THUMBS = "thumbs"
-QUARANTINE = "quarantine"
-METADATA_PREFIX = b"appliance:"
 LABELS_MAX_AGE_S = 30.0
+RESERVE_NAME = ".reserve"
+RESERVE_BYTES = 4 * 1024 * 1024  # given back on a full card: room to open, delete and mark
+OPEN_NEEDS_BYTES = 512 * 1024  # less free than this and the store does not try to open
 
 COLUMNS = {
     "id": int, "captured_at": str, "clock_source": str, "label": str, "score": float, "top_k": str,
@@ -49,27 +60,6 @@ COLUMNS = {
     "height": int, "bytes": int, "sha256": str, "starred": int, "offloaded_at": str, "synced_at": str,
     "missing": int, "corrected_label": str,
 }
-# What a kept file's JPEG comment carries: enough to rebuild its row without the database.
-RECORD_FIELDS = ("captured_at", "clock_source", "label", "score", "top_k", "kind", "reason", "model_name",
-                 "model_sha256", "backend", "inference_ms", "source")
-
-
-@dataclass
-class ReconcileReport:
-    """What start-up reconciliation found and did."""
-
-    missing: list[int] = field(default_factory=list)
-    reindexed: list[str] = field(default_factory=list)
-    quarantined: list[str] = field(default_factory=list)
-
-    def __str__(self):
-        return (f"{len(self.missing)} rows with missing files, {len(self.reindexed)} files re-indexed, "
-                f"{len(self.quarantined)} files quarantined")
-
-
-def metadata_comment(record: dict) -> bytes:
-    """The JPEG comment that makes a kept file self-describing."""
-    return METADATA_PREFIX + json.dumps({k: record[k] for k in RECORD_FIELDS}, separators=(",", ":")).encode()
 
 
 class Store:
@@ -79,8 +69,10 @@ class Store:
         self.data_dir = Path(data_dir)
         self._lock = threading.Lock()
         self._labels: tuple[float, list[str]] | None = None  # (when counted, labels): see labels()
+        self.released_reserve = False  # the reserve was given back at this start: the card is full
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._make_room()
             connection = sqlite3.connect(self.data_dir / DB_NAME, check_same_thread=False, timeout=30)
             self.db = Database(connection)
             self.db.enable_wal()
@@ -89,6 +81,26 @@ class Store:
             raise StorageError(f"{self.data_dir}: cannot open the store ({e}): check storage.data_dir "
                                "exists, is writable, and holds a valid appliance.db") from None
         self.used_bytes, self.audit_bytes = self._sums()
+
+    def _make_room(self) -> None:
+        """Give back the reserve on a full filesystem, or set it aside while there is room."""
+        reserve = self.data_dir / RESERVE_NAME
+        free = self.free_bytes()
+        if free < OPEN_NEEDS_BYTES:
+            if not reserve.is_file():
+                raise StorageError(
+                    f"{self.data_dir}: storage full: {free // 1024} KB free, and the store needs "
+                    f"{OPEN_NEEDS_BYTES // 1024} KB to open: delete files from that filesystem (or give "
+                    "storage.data_dir a bigger one), then start again")
+            reserve.unlink()
+            fsync_dir(self.data_dir)
+            self.released_reserve = True
+            log.warning("storage full: %d KB free in %s; gave back the %d MB reserve so that the store opens: "
+                        "sync, offload or delete images to free space", free // 1024, self.data_dir,
+                        RESERVE_BYTES // 2**20)
+        elif not reserve.is_file() and free >= OPEN_NEEDS_BYTES + 2 * RESERVE_BYTES:
+            with atomic_file(reserve, 0o600) as f:
+                os.posix_fallocate(f.fileno(), 0, RESERVE_BYTES)
 
     def _create_schema(self):
         table = self.db["captures"]
@@ -126,13 +138,15 @@ class Store:
         image_path, thumb_path = self.data_dir / relative, self.data_dir / THUMBS / relative
         image_path.parent.mkdir(parents=True, exist_ok=True)
         thumb_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(thumb_path, thumb_bytes)
+        # The durable order of the module's doc: image, thumbnail, row.
         atomic_write_bytes(image_path, image_bytes)
+        atomic_write_bytes(thumb_path, thumb_bytes)
         row = dict(record, image_path=str(relative), thumb_path=str(Path(THUMBS) / relative),
                    bytes=len(image_bytes), sha256=hashlib.sha256(image_bytes).hexdigest())
-        return self._insert(row)
+        return self.insert_row(row)
 
-    def _insert(self, row: dict) -> int:
+    def insert_row(self, row: dict) -> int:
+        """Insert the row of files already durable on disk (``add``, reconciliation); returns its id."""
         with self._lock:
             with self.db.conn:
                 row_id = self.db["captures"].insert(row).last_pk
@@ -200,75 +214,21 @@ class Store:
     # -- start-up ------------------------------------------------------------------------------------
 
     def reconcile(self, thumbnail=None) -> ReconcileReport:
-        """Bring rows and files back into step after a crash or a card edited elsewhere.
+        """Bring rows and files back into step after a crash or a card edited elsewhere (``reconcile``).
 
-        ``thumbnail(image_path) -> bytes`` rebuilds a missing thumbnail for a re-indexed file.
-        """
-        report = ReconcileReport()
-        known = {}
-        for row in self.rows():
-            known[row["image_path"]] = row
-            is_missing = not (self.data_dir / row["image_path"]).is_file()
-            if is_missing != bool(row["missing"]):
-                with self._lock, self.db.conn:
-                    self.db["captures"].update(row["id"], {"missing": int(is_missing)})
-            if is_missing:
-                report.missing.append(row["id"])
-        for path in self._kept_files():
-            relative = str(path.relative_to(self.data_dir))
-            if path.name.endswith(TMP_SUFFIX):
-                self._quarantine(path, report, "an unfinished write")
-            elif relative not in known:
-                self._reindex(path, relative, thumbnail, report)
-        self.used_bytes, self.audit_bytes = self._sums()
-        # Settle start-up's own writes into the database file now, so a run that keeps nothing leaves
-        # it untouched even at shutdown (closing would otherwise checkpoint them then).
+        ``thumbnail(image_path) -> bytes`` makes a missing thumbnail (default: 320 px)."""
+        return reconcile(self, thumbnail)
+
+    def mark_missing(self, capture_id: int, is_missing: bool) -> None:
+        self._update(capture_id, {"missing": int(is_missing)})
+
+    def set_thumb_path(self, capture_id: int, thumb_path: str) -> None:
+        self._update(capture_id, {"thumb_path": thumb_path})
+
+    def checkpoint(self) -> None:
+        """Move the WAL's pages into the database file and empty the WAL."""
         with self._lock:
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        if report.missing or report.reindexed or report.quarantined:
-            log.warning("store %s reconciled: %s", self.data_dir, report)
-        return report
-
-    def _kept_files(self):
-        for top in sorted(self.data_dir.iterdir()):
-            if top.is_dir() and (top.name.isdigit() or top.name == THUMBS):
-                for folder, _, names in os.walk(top):
-                    for name in sorted(names):
-                        path = Path(folder) / name
-                        if top.name != THUMBS or name.endswith(TMP_SUFFIX):
-                            yield path
-
-    def _reindex(self, path, relative, thumbnail, report):
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(path) as image:
-                image.load()  # a truncated file fails here
-                width, height = image.size
-                comment = image.info.get("comment", b"")
-            if not comment.startswith(METADATA_PREFIX):
-                raise ValueError("no appliance metadata")
-            record = json.loads(comment[len(METADATA_PREFIX):])
-            thumb_path = self.data_dir / THUMBS / relative
-            if not thumb_path.is_file() and thumbnail is not None:
-                thumb_path.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_bytes(thumb_path, thumbnail(path))
-        except (OSError, UnidentifiedImageError, ValueError, KeyError) as e:
-            self._quarantine(path, report, f"unreadable ({e})")
-            return
-        size = path.stat().st_size
-        self._insert(dict({k: record[k] for k in RECORD_FIELDS}, image_path=relative,
-                          thumb_path=str(Path(THUMBS) / relative), width=width, height=height,
-                          bytes=size, sha256=sha256_file(path)))
-        report.reindexed.append(relative)
-        log.warning("re-indexed %s: its file was complete but its row was missing", relative)
-
-    def _quarantine(self, path, report, why):
-        target = self.data_dir / QUARANTINE / path.relative_to(self.data_dir)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(path, target)
-        report.quarantined.append(str(target.relative_to(self.data_dir)))
-        log.warning("quarantined %s: %s", target, why)
 
     # -- review (the web page) ---------------------------------------------------------------------
 

@@ -1,0 +1,184 @@
+"""The JPEGs the store keeps: the record each carries, how it proves itself complete, its thumbnail.
+
+A kept JPEG is self-describing: a comment segment (``COM``) holds ``appliance:`` and its record as
+JSON, so a file whose row was lost is indexed again from the file alone. The writer's files also
+record ``jpeg_sha256``: the sha256 of the file without that comment segment (the JPEG as the
+encoder made it, before the record was spliced in), so reconciliation can tell a complete file from
+one a crash or a power cut left short or damaged without trusting that it decodes.
+
+A record read back is validated field by field (``read_record``): it comes from a file on a card
+anyone may have edited, and a row made from it is what the page, the exports and the sync show.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import re
+import struct
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # Pillow is imported where images are made or read: the store's rows need none of it
+    from PIL import Image
+
+METADATA_PREFIX = b"appliance:"
+# What a kept file's comment carries: enough to rebuild its row without the database.
+RECORD_FIELDS = ("captured_at", "clock_source", "label", "score", "top_k", "kind", "reason", "model_name",
+                 "model_sha256", "backend", "inference_ms", "source")
+CONTENT_SHA256 = "jpeg_sha256"
+KINDS = ("match", "audit")
+_NUMBERS = ("score", "inference_ms")
+_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+SOI, EOI = b"\xff\xd8", b"\xff\xd9"
+_COM, _SOS, _APP0 = 0xFE, 0xDA, 0xE0
+_STANDALONE = {0x01, *range(0xD0, 0xD8)}  # markers without a length: TEM, RST0-7
+
+
+def metadata_comment(record: dict) -> bytes:
+    """The JPEG comment that makes a kept file self-describing."""
+    fields = {k: record[k] for k in RECORD_FIELDS}
+    if CONTENT_SHA256 in record:
+        fields[CONTENT_SHA256] = record[CONTENT_SHA256]
+    return METADATA_PREFIX + json.dumps(fields, separators=(",", ":")).encode()
+
+
+def encode_jpeg(image: Image.Image, quality: int, comment: bytes = b"") -> bytes:
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=quality, comment=comment)
+    return out.getvalue()
+
+
+def kept_jpeg(image: Image.Image, quality: int, record: dict) -> bytes:
+    """``image`` as the JPEG the store keeps: its record in a comment, with the sha256 of the rest."""
+    plain = encode_jpeg(image, quality)
+    comment = metadata_comment(dict(record, **{CONTENT_SHA256: hashlib.sha256(plain).hexdigest()}))
+    at = 2
+    if plain[2:4] == b"\xff\xe0":  # JFIF wants its APP0 first: the comment goes after it
+        at = 4 + struct.unpack(">H", plain[4:6])[0]
+    return plain[:at] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + plain[at:]
+
+
+def make_thumbnail(image: Image.Image, longest_px: int) -> bytes:
+    from PIL import Image
+
+    scale = min(1.0, longest_px / max(image.size))
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    # resize() with a reducing gap first shrinks by whole factors (cheap), then filters the rest;
+    # unlike Image.thumbnail() it needs no copy of the full-resolution frame.
+    return encode_jpeg(image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0), quality=80)
+
+
+def thumbnail_of_file(path, longest_px: int = 320) -> bytes:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return make_thumbnail(image.convert("RGB"), longest_px)
+
+
+def read_kept(data: bytes) -> tuple[dict, tuple[int, int]]:
+    """The validated record (``RECORD_FIELDS``) and the (width, height) of a kept JPEG's bytes.
+
+    Raises ``ValueError`` saying what is wrong when the file is not complete (no end marker, bytes
+    that differ from its recorded ``jpeg_sha256``, or, without one, a decode that fails) or its
+    record is absent or invalid."""
+    if not data.startswith(SOI):
+        raise ValueError("not a JPEG")
+    if not data.endswith(EOI):
+        raise ValueError("incomplete: it does not end with the JPEG end-of-image marker")
+    start, end = _comment_segment(data)
+    record = read_record(data[start + 4:end][len(METADATA_PREFIX):])
+    expected = record.pop(CONTENT_SHA256, None)
+    if expected is not None and hashlib.sha256(data[:start] + data[end:]).hexdigest() != expected:
+        raise ValueError(f"damaged: its bytes do not match the {CONTENT_SHA256} its record holds")
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format != "JPEG":
+                raise ValueError("not a JPEG")
+            if expected is None:  # nothing else proves it whole: decode it all
+                image.load()
+            return record, image.size
+    except ValueError:
+        raise
+    except Exception as e:  # Pillow raises many kinds on a damaged file (OSError, SyntaxError, DecompressionBombError...)
+        raise ValueError(f"unreadable ({e})") from None
+
+
+def _comment_segment(data: bytes) -> tuple[int, int]:
+    """Where the appliance's comment segment starts (its 0xFF) and ends, among the header's segments."""
+    at = 2
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            break
+        marker = data[at + 1]
+        if marker == 0xFF:  # a fill byte
+            at += 1
+            continue
+        if marker in _STANDALONE:
+            at += 2
+            continue
+        if marker == _SOS:
+            break
+        end = at + 2 + struct.unpack(">H", data[at + 2:at + 4])[0]
+        if marker == _COM and data[at + 4:end].startswith(METADATA_PREFIX):
+            return at, end
+        at = end
+    raise ValueError("no appliance record in its JPEG comment")
+
+
+def read_record(payload: bytes) -> dict:
+    """A record from its JSON, every field checked; raises ``ValueError`` naming the field at fault."""
+    try:
+        record = json.loads(payload)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"its record is not JSON ({e})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"its record is {type(record).__name__}, not an object")
+    for key in RECORD_FIELDS:
+        if key not in record:
+            raise ValueError(f"its record has no {key}")
+        value = record[key]
+        if key in _NUMBERS:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"its record's {key} is {value!r}, not a number")
+        elif not isinstance(value, str):
+            raise ValueError(f"its record's {key} is {type(value).__name__}, not text")
+    _check_forms(record)
+    out = {k: record[k] for k in RECORD_FIELDS}
+    if CONTENT_SHA256 in record:
+        if not (isinstance(record[CONTENT_SHA256], str) and _HEX64.fullmatch(record[CONTENT_SHA256])):
+            raise ValueError(f"its record's {CONTENT_SHA256} is not a sha256")
+        out[CONTENT_SHA256] = record[CONTENT_SHA256]
+    return out
+
+
+def _check_forms(record: dict) -> None:
+    """The text fields the page, the exports and pagination read as more than text."""
+    if not record["label"]:
+        raise ValueError("its record's label is empty")
+    if record["kind"] not in KINDS:
+        raise ValueError(f"its record's kind is {record['kind']!r}, allowed: {', '.join(KINDS)}")
+    captured_at = record["captured_at"]
+    try:
+        if not _UTC.fullmatch(captured_at):
+            raise ValueError
+        datetime.fromisoformat(captured_at.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"its record's captured_at {captured_at!r} is not a UTC time like "
+                         "2026-11-25T10:15:30.123Z") from None
+    try:
+        top_k = json.loads(record["top_k"])
+        if not isinstance(top_k, list):
+            raise ValueError
+        for pair in top_k:
+            if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)
+                    and isinstance(pair[1], (int, float)) and not isinstance(pair[1], bool)
+                    and math.isfinite(pair[1])):
+                raise ValueError
+    except ValueError:
+        raise ValueError("its record's top_k is not a JSON list of [label, score] pairs") from None

@@ -66,6 +66,42 @@ def test_the_loop_and_page_are_hardened_and_run_as_the_service_user():
     assert "Type=notify" in loop and "WatchdogSec=" in loop and "Restart=on-failure" in loop
 
 
+def service_settings(unit: str) -> dict[str, str]:
+    """The ``[Service]`` section's ``Key=value`` lines (the last of a key wins, as in systemd)."""
+    settings, section = {}, None
+    for line in (SYSTEMD / unit).read_text().splitlines():
+        if line.startswith("["):
+            section = line.strip()
+        elif section == "[Service]" and "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            settings[key] = value
+    return settings
+
+
+def test_the_camera_loop_outranks_the_page_for_cpu_io_and_nice():
+    loop, page = service_settings("appliance.service"), service_settings("appliance-web.service")
+    for key in ("CPUWeight", "IOWeight", "Nice"):
+        assert key in loop and key in page, f"{key}= must be set on both units"
+    assert int(loop["CPUWeight"]) > int(page["CPUWeight"]) and int(loop["IOWeight"]) > int(page["IOWeight"])
+    assert int(loop["Nice"]) < int(page["Nice"])
+
+
+def test_the_cpu_weights_give_the_services_the_shares_their_nice_values_give_two_processes():
+    """Across two services (two cgroups) only CPUWeight= counts; across two processes in one group
+    (the page-load benchmark on one machine) only nice does: each nice step is a factor of 1.25."""
+    loop, page = service_settings("appliance.service"), service_settings("appliance-web.service")
+    by_weight = int(loop["CPUWeight"]) / int(page["CPUWeight"])
+    by_nice = 1.25 ** (int(page["Nice"]) - int(loop["Nice"]))
+    assert abs(by_weight / by_nice - 1) < 0.1, (by_weight, by_nice)
+
+
+def test_the_page_load_benchmark_runs_at_the_units_nice_values():
+    from appliance.bench.page_load import LOOP_NICE, PAGE_NICE
+
+    assert LOOP_NICE == int(service_settings("appliance.service")["Nice"])
+    assert PAGE_NICE == int(service_settings("appliance-web.service")["Nice"])
+
+
 def test_the_page_listens_on_port_80_through_socket_activation():
     socket = (SYSTEMD / "appliance-web.socket").read_text()
     assert "ListenStream=80\n" in socket

@@ -4,6 +4,8 @@
   (``lores``: a single-stream camera's software lores beside one inference).
 * ``web`` — the page's response times and the sync client's memory (``web_data``: the fake store it
   serves; ``web_transfer``: zip export and sync over a real server).
+* ``page_load`` — what people browsing the page cost the camera's keeps: ``appliance run``, the page
+  and the browsers (``page_clients``) as three processes at the systemd units' priorities.
 * ``offload`` — the USB offload against ``cp`` + ``sync`` on real filesystems (``offload_disks``: the
   loop devices, filesystem images and disk counters it runs on).
 * ``common`` — what they share: A/B pairs run in alternation and their ratios summarised, the machine's

@@ -20,9 +20,7 @@ The store's rows and JPEGs come from ``web_data``; the zip export and sync from 
 
 from __future__ import annotations
 
-import hashlib
 import html
-import io
 import json
 import logging
 import os
@@ -32,17 +30,14 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from PIL import Image
-
 from appliance.bench import MIN_PAIRS
 from appliance.bench.common import machine, percentiles
-from appliance.bench.web_data import AUTH, LABELS, RARE_LABEL, bench_config, fake_rows, insert_rows, jpeg_variants
+from appliance.bench.web_data import AUTH, LABELS, RARE_LABEL, bench_config, fake_rows, insert_rows, write_samples
 from appliance.bench.web_transfer import transfer_benchmark
 from appliance.errors import BenchmarkError
-from appliance.pipeline.writer import encode_jpeg
 from appliance.service.control import ControlClient
 from appliance.storage.filters import Filters
-from appliance.storage.store import THUMBS, Store
+from appliance.storage.store import Store
 from appliance.web import create_app
 
 log = logging.getLogger(__name__)
@@ -80,7 +75,7 @@ def gallery_benchmark(work: Path, items: int) -> dict:
     config = bench_config(work)
     store = Store(config.storage.data_dir)
     try:
-        samples = _write_samples(Path(config.storage.data_dir))
+        samples = write_samples(Path(config.storage.data_dir))
         rows = fake_rows(items, seed=1, files=lambda at, label: samples[int(at[20:23]) % len(samples)])
         log.info("gallery: inserting %d rows", items)
         insert_s = insert_rows(store, rows)
@@ -113,20 +108,6 @@ def gallery_benchmark(work: Path, items: int) -> dict:
         }
     finally:
         store.close()
-
-
-def _write_samples(data_dir: Path, count=8):
-    """A few real small images and thumbnails that every row points at: the gallery only links them."""
-    samples = []
-    for i, data in enumerate(jpeg_variants(count, (320, 240))):
-        image_path = Path("2026", "09", "01", f"sample-{i}.jpg")
-        thumb = encode_jpeg(Image.open(io.BytesIO(data)).resize((160, 120)), 80)
-        for relative, content in ((image_path, data), (Path(THUMBS) / image_path, thumb)):
-            (data_dir / relative).parent.mkdir(parents=True, exist_ok=True)
-            (data_dir / relative).write_bytes(content)
-        samples.append((str(image_path), str(Path(THUMBS) / image_path), len(data),
-                        hashlib.sha256(data).hexdigest(), 320, 240))
-    return samples
 
 
 def _get_ms(client, url, headers=AUTH):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import io
 import json
 import random
 import time
@@ -16,7 +18,7 @@ from werkzeug.security import generate_password_hash
 from appliance.bench.common import noisy_field
 from appliance.config import Config, to_toml
 from appliance.pipeline.writer import encode_jpeg
-from appliance.storage.store import Store
+from appliance.storage.store import THUMBS, Store
 
 PASSWORD = "bench-web"
 LABELS = tuple(f"{latin} ({common})" for latin, common in (
@@ -70,6 +72,21 @@ def insert_rows(store: Store, rows) -> float:
     with store.db.atomic():
         store.db["captures"].insert_all(rows, batch_size=1000)
     return time.perf_counter() - started
+
+
+def write_samples(data_dir: Path, count=8):
+    """A few real small images and thumbnails in ``data_dir`` that every fake row points at (the gallery
+    only links them): ``(image_path, thumb_path, bytes, sha256, width, height)`` of each."""
+    samples = []
+    for i, data in enumerate(jpeg_variants(count, (320, 240))):
+        image_path = Path("2026", "09", "01", f"sample-{i}.jpg")
+        thumb = encode_jpeg(Image.open(io.BytesIO(data)).resize((160, 120)), 80)
+        for relative, content in ((image_path, data), (Path(THUMBS) / image_path, thumb)):
+            (data_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+            (data_dir / relative).write_bytes(content)
+        samples.append((str(image_path), str(Path(THUMBS) / image_path), len(data),
+                        hashlib.sha256(data).hexdigest(), 320, 240))
+    return samples
 
 
 def jpeg_variants(count: int, size=(640, 480)) -> list[bytes]:

@@ -50,7 +50,7 @@ def transfer_benchmark(work: Path, zip_items: int, pairs: int = MIN_PAIRS) -> di
     log.info("transfer: zip export of %d, then of %d images", small, zip_items)
     zips = [_zip_run(config_path, {"ids": list(range(1, small + 1))}, small) | {"selection": "ids 1..N"},
             _zip_run(config_path, {"unsynced": "1"}, zip_items) | {"selection": "unsynced=1 (all)"}]
-    with _Server(config_path) as server:
+    with Server(config_path) as server:
         log.info("transfer: plain download and appliance sync of %d images, %d pairs", zip_items, pairs)
         measured = interleaved(partial(_plain_download, server.url, zip_items),
                                partial(_synced_again, server.url, data_dir, work / "dest"), pairs,
@@ -103,14 +103,15 @@ def _synced_again(url: str, data_dir: Path, dest: Path) -> dict:
     return synced | {"device_marked_synced": marked}
 
 
-class _Server:
-    """A real ``WebServer`` (waitress) in a child process, so the memory measured is the server's own."""
+class Server:
+    """A real ``WebServer`` (waitress) in a child process, so the memory measured is the server's own;
+    with ``nice``, at that priority (set before it starts, as systemd's ``Nice=`` is)."""
 
-    def __init__(self, config_path: Path):
+    def __init__(self, config_path: Path, nice: int | None = None):
         self.log_path = config_path.with_name("server.log")
         with open(self.log_path, "ab") as stderr:
             self.process = subprocess.Popen([sys.executable, "-c", _SERVER, str(config_path)], stdout=subprocess.PIPE,
-                                            stderr=stderr, env=_child_env())
+                                            stderr=stderr, env=child_env(), preexec_fn=niced(nice))
         self.url = self.process.stdout.readline().decode().strip()
         if not self.url:
             self.close()
@@ -141,7 +142,7 @@ class _Server:
 
 
 def _zip_run(config_path: Path, form: dict, count: int) -> dict:
-    with _Server(config_path) as server:
+    with Server(config_path) as server:
         idle_mb = server.status_mb()
         started, size, tail = time.perf_counter(), 0, b""
         with _open(server.url + "export.zip", urllib.parse.urlencode(form, doseq=True).encode()) as response:
@@ -181,7 +182,7 @@ def _plain_download(url: str, count: int) -> dict:
 def _sync_run(url: str, dest: Path) -> dict:
     """``appliance.transfer.sync.sync`` with its default page size, in its own process, so its VmHWM is its own."""
     result = subprocess.run([sys.executable, "-c", _SYNC, url, str(dest)], capture_output=True, text=True,
-                            env=_child_env() | {"APPLIANCE_PASSWORD": PASSWORD})
+                            env=child_env() | {"APPLIANCE_PASSWORD": PASSWORD})
     if result.returncode != 0:
         raise BenchmarkError(f"sync failed: {result.stderr[-2000:]}")
     report = json.loads(result.stdout)
@@ -206,7 +207,14 @@ def _status_mb(path: Path, key: str) -> float:
     raise KeyError(key)
 
 
-def _child_env() -> dict:
+def niced(nice: int | None):
+    """A ``preexec_fn`` that sets the child's nice value between fork and exec (None: the parent's)."""
+    if nice is None:
+        return None
+    return lambda: os.setpriority(os.PRIO_PROCESS, 0, nice)
+
+
+def child_env() -> dict:
     root = str(Path(__file__).resolve().parents[2])  # the directory that holds the package
     return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
 

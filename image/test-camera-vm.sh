@@ -3,12 +3,14 @@
 # adapter, in a small Debian trixie amd64 system booted in QEMU (TCG) with a script as init, where
 # libcamera's virtual camera serves the photos of ../shared/images.
 #
-#   image/test-camera-vm.sh [--shared DIR] [--timeout S] [--pytest ARGS... | --bench ARGS... | --run FILE ARGS...]
+#   image/test-camera-vm.sh [--shared DIR] [--timeout S] [--disk FILE]... [--pytest ARGS... | --bench ARGS... | --run FILE ARGS...]
 #
 # Default: pytest tests/real_camera. --pytest: everything after it goes to pytest, inside the VM, in a
 # copy of this working tree (paths relative to the repository). --bench: the camera benchmark
 # (image/camera-vm/bench.py, its options after it; ~20 min; JSON into build/bench-camera-vm.json).
 # --run FILE ARGS...: a Python file from this machine, run in the VM with the appliance's venv.
+# --disk FILE: a raw disk image attached after the run disk (/dev/vdc, then /dev/vdd, ...), written in
+# place (the power-cut harness records onto these).
 # Fails when anything failed, when a test was skipped (here a skip is a failure) or when no test ran.
 # The root filesystem is built once (~2 min; cached in ~/.cache/appliance-image/camera-vm-KEY); each run
 # then boots it from a throw-away overlay with a second disk holding the tree, the models and photos,
@@ -21,15 +23,16 @@ REPO=$(dirname "$IMAGE_DIR")
 . "$IMAGE_DIR/lib/camera-vm.sh"
 
 SHARED="$REPO/../shared"
-TIMEOUT_S=1800 MODE=pytest ARGS=(tests/real_camera) RUN_FILE=""
+TIMEOUT_S=1800 MODE=pytest ARGS=(tests/real_camera) RUN_FILE="" DISKS=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --shared) SHARED="${2:?}"; shift 2 ;;
         --timeout) TIMEOUT_S="${2:?}"; shift 2 ;;
+        --disk) DISKS+=("$(realpath "${2:?}")"); shift 2 ;;
         --pytest) shift; MODE=pytest ARGS=("$@"); break ;;
         --bench) shift; MODE=bench ARGS=("$@"); TIMEOUT_S=$((TIMEOUT_S > 3600 ? TIMEOUT_S : 3600)); break ;;
         --run) RUN_FILE=$(realpath "${2:?}"); shift 2; MODE=run ARGS=("$@"); break ;;
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option: $1 (see --help)" ;;
     esac
 done
@@ -100,12 +103,18 @@ say "run disk ready in $((SECONDS - start)) s; booting (QEMU TCG; the VM's outpu
 # --- boot, run, power off -------------------------------------------------------------------------
 : > "$WORK/console.log"  # for tail, before QEMU opens it
 start=$SECONDS
+extra_disks=()
+for i in "${!DISKS[@]}"; do
+    extra_disks+=(-drive "if=none,id=extra$i,file=${DISKS[$i]},format=raw"
+                  -device "virtio-blk-pci,drive=extra$i")
+done
 # -cpu max: LiteRT's and numpy's x86-64 builds use SSE4/AVX, which QEMU's default CPU lacks.
 qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2048 -nographic -no-reboot \
     -kernel "$vm/vmlinuz" -initrd "$vm/initrd.img" \
     -append "root=/dev/vda rw console=ttyS0 init=/sbin/camera-vm-init quiet loglevel=3 panic=1" \
     -drive if=none,id=root,file="$WORK/root.qcow2",format=qcow2,cache=unsafe -device virtio-blk-pci,drive=root \
     -drive if=none,id=run,file="$WORK/run.ext4",format=raw -device virtio-blk-pci,drive=run \
+    "${extra_disks[@]}" \
     -nic none -device virtio-rng-pci -vga none -bios qboot.rom \
     > "$WORK/console.log" 2>&1 < /dev/null &
 QEMU_PID=$!

@@ -12,6 +12,8 @@ CAMERA_VM_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 # are not (video and IMX500 only; picamera2 imports av lazily).
 CAMERA_VM_PACKAGES=(
     linux-image-amd64 initramfs-tools zstd kmod
+    # the power-cut harness: device-mapper (dm-log-writes), the data partition's and a stick's filesystems
+    dmsetup e2fsprogs dosfstools util-linux mount
     python3 python3-venv python3-numpy python3-pil python3-prctl python3-piexif python3-setuptools
     python3-libcamera/trixie-backports libcamera-ipa/trixie-backports libcamera-tools/trixie-backports
     libcamera-v4l2/trixie-backports  # libcamera-tools needs the same version

@@ -76,12 +76,14 @@ class State:
 
 
 def files_under(data: Path) -> set[str]:
+    """The kept files: images under YYYY/, thumbnails, quarantine (not the database, the store's
+    reserve or the page's sessions, which have no rows of their own)."""
     out = set()
-    for folder, _, names in os.walk(data):
-        for name in names:
-            path = Path(folder) / name
-            if not path.name.startswith("appliance.db"):
-                out.add(str(path.relative_to(data)))
+    for top in data.iterdir():
+        if not top.is_dir() or not (top.name.isdigit() or top.name in ("thumbs", "quarantine")):
+            continue
+        for folder, _, names in os.walk(top):
+            out.update(str((Path(folder) / name).relative_to(data)) for name in names)
     return out
 
 

@@ -35,6 +35,16 @@ FLOAT_KEYS = keys_of_kind(float, float | None)
 INT_KEYS = [key for key in keys_of_kind(int) if key not in keys_with("size")]
 
 
+def refused(tmp_path, key, value_toml) -> str:
+    """Load a config setting ``key`` to ``value_toml``; the one-line ConfigError naming file and key."""
+    section, name = key.split(".")
+    path = write(tmp_path, f"[{section}]\n{name} = {value_toml}\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert_one_line_naming(error, path, key)
+    return str(error.value)
+
+
 def assert_one_line_naming(error, path, key):
     message = str(error.value)
     assert message.startswith(f"{path}: {key}: "), message
@@ -51,12 +61,8 @@ def test_the_walk_finds_the_keys_it_should():
 @pytest.mark.parametrize("key", FLOAT_KEYS)
 @pytest.mark.parametrize("value", NOT_FINITE)
 def test_every_float_key_refuses_nan_and_infinity(tmp_path, key, value):
-    section, name = key.split(".")
-    path = write(tmp_path, f"[{section}]\n{name} = {value}\n")
-    with pytest.raises(ConfigError) as error:
-        load_config(path)
-    assert_one_line_naming(error, path, key)
-    assert value in str(error.value)
+    message = refused(tmp_path, key, value)
+    assert value in message
 
 
 @pytest.mark.parametrize("value", NOT_FINITE)
@@ -112,30 +118,18 @@ def test_a_nul_character_in_any_path_key_is_one_line(tmp_path, section, name):
 
 @pytest.mark.parametrize("key", [f"{s}.{f.name}" for s, f, _ in iter_keys() if isinstance(f.default, str)])
 def test_a_nul_character_in_any_string_key_is_refused(tmp_path, key):
-    section, name = key.split(".")
-    path = write(tmp_path, f'[{section}]\n{name} = "a\\u0000b"\n')
-    with pytest.raises(ConfigError) as error:
-        load_config(path)
-    assert_one_line_naming(error, path, key)
+    refused(tmp_path, key, '"a\\u0000b"')
 
 
 @pytest.mark.parametrize("key", keys_with("size"))
 @pytest.mark.parametrize("value", ["9" * 400, '"' + "9" * 400 + ' GB"', '"' + "9" * 400 + '.5 GB"'])
 def test_a_size_of_hundreds_of_digits_is_one_line(tmp_path, key, value):
-    section, name = key.split(".")
-    path = write(tmp_path, f"[{section}]\n{name} = {value}\n")
-    with pytest.raises(ConfigError) as error:
-        load_config(path)
-    assert_one_line_naming(error, path, key)
+    refused(tmp_path, key, value)
 
 
 @pytest.mark.parametrize("key", INT_KEYS)
 def test_every_whole_number_key_refuses_hundreds_of_digits(tmp_path, key):
-    section, name = key.split(".")
-    path = write(tmp_path, f"[{section}]\n{name} = {'9' * 400}\n")
-    with pytest.raises(ConfigError) as error:
-        load_config(path)
-    assert_one_line_naming(error, path, key)
+    refused(tmp_path, key, '9' * 400)
 
 
 def test_the_largest_size_a_file_system_can_report_is_still_accepted(tmp_path):
@@ -156,9 +150,5 @@ def test_more_digits_than_python_reads_is_a_config_error_not_a_traceback(tmp_pat
 
 @pytest.mark.parametrize("key", keys_with("secret"))
 def test_a_long_secret_is_not_echoed_even_in_part_when_shortened(tmp_path, key):
-    section, name = key.split(".")
-    path = write(tmp_path, f'[{section}]\n{name} = ["{"s3cret" * 20}"]\n')
-    with pytest.raises(ConfigError) as error:
-        load_config(path)
-    assert_one_line_naming(error, path, key)
-    assert "s3cret" not in str(error.value)
+    message = refused(tmp_path, key, f'["{"s3cret" * 20}"]')
+    assert "s3cret" not in message

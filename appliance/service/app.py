@@ -129,9 +129,11 @@ class Appliance:
             self.loop.run()
         except ApplianceError as e:
             self.panel_controller.close()  # its polling would otherwise replace the fault's code
+            is_shown = self._light_fault(e)  # the LEDs first: a status naming the problem shows its code too
             if isinstance(e, CameraError):  # the status (and the page) says why while the LEDs show it
                 self.camera_problem = str(e)
-            self._show_fault(e)
+            if is_shown:
+                time.sleep(self.config.gpio.fault_display_s)
             raise
 
     def stop(self) -> None:
@@ -162,13 +164,19 @@ class Appliance:
             self.panel = None
 
     def _show_fault(self, error: BaseException) -> None:
+        """Show the error's blink code for ``gpio.fault_display_s`` (the caller then gives up)."""
+        if self._light_fault(error):
+            time.sleep(self.config.gpio.fault_display_s)
+
+    def _light_fault(self, error: BaseException) -> bool:
+        """Set the LEDs to the error's blink code; False if it has none or there are no pins."""
         kind = next((kind for cls, kind in FAULTS if isinstance(error, cls)), None)
         if kind is None or self.panel is None:
-            return
+            return False
         log.error("LEDs: showing the %s fault (red: %d blinks) for %g s", kind, indicator.FAULT_CODES[kind],
                   self.config.gpio.fault_display_s)
         self.panel_controller.show_fault(kind)
-        time.sleep(self.config.gpio.fault_display_s)
+        return True
 
     def _panel_actions(self) -> Actions:
         runtime = self.config.status.runtime_dir

@@ -159,6 +159,7 @@ boot() {  # boot NAME [QEMU ARG...]: the card in QEMU, its console in $WORK/cons
         -monitor "unix:$WORK/monitor.sock,server=on,wait=off" "$@" \
         > "$WORK/console-$name.log" 2>&1 < /dev/null &
     QEMU_PID=$!
+    BOOT_NAME=$name
     BOOT_START=$SECONDS
 }
 on_card() {
@@ -170,6 +171,8 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
     local until=$((SECONDS + limit))
     while ! "$@" >/dev/null 2>&1; do
         kill -0 "$QEMU_PID" 2>/dev/null || { tail -n 40 "$WORK"/console-*.log >&2; die "QEMU exited while waiting for $what"; }
+        ! grep -qs 'Freezing execution' "$WORK/console-$BOOT_NAME.log" ||
+            { tail -n 60 "$WORK/console-$BOOT_NAME.log" >&2; die "systemd froze during boot $BOOT_NAME (see its console above) while waiting for $what"; }
         [ $SECONDS -lt $until ] || { tail -n 60 "$WORK"/console-*.log >&2; die "timed out after ${limit}s waiting for $what"; }
         sleep 3
     done
@@ -309,6 +312,9 @@ no_second_network_stack() {
     [ -z "$units$procs" ] || { echo "also running: $units $procs" >&2; return 1; }
 }
 check "no other DHCP client, resolver or supplicant unit runs" no_second_network_stack
+# SSH only as appliance.toml says: systemd-ssh-generator is masked, so no sshd-vsock/sshd-unix-local socket.
+no_generated_ssh() { [ -z "$(on_card systemctl list-units --all --no-legend "'sshd-*.socket'")" ]; }
+check "no SSH socket generated beside ssh.service (systemd-ssh-generator masked)" no_generated_ssh
 check "systemd-timesyncd keeps the time" test "$(on_card systemctl is-active systemd-timesyncd.service)" = active
 kept=$(api "/api/v1/captures?limit=100" | python3 -c 'import json,sys; print(" ".join(sorted(i["source"] for i in json.load(sys.stdin)["items"])))' || echo "(the sync API did not answer)")
 say "kept: $kept"

@@ -188,6 +188,12 @@ for module in numpy, PIL:
     rm -f "$ROOT/etc/resolv.conf" && : > "$ROOT/etc/resolv.conf"
     # SSH stays off unless the boot partition's config gives a key (first boot turns it on).
     systemctl --root="$ROOT" disable ssh.service >/dev/null 2>&1 || true
+    # ...and nowhere else: systemd-ssh-generator (systemd 256+) would bind sshd to AF_VSOCK in a VM and to
+    # a local AF_UNIX socket whatever ssh.service says. Its AF_VSOCK probe also loads the vsock modules
+    # while PID 1 waits on its generators (90 s at most): under emulation on a busy machine the modules'
+    # signature checks took longer than that, and systemd froze at first boot.
+    install -d -m 755 "$ROOT/etc/systemd/system-generators"
+    ln -sfn /dev/null "$ROOT/etc/systemd/system-generators/systemd-ssh-generator"
 
     # Data, models, and the photos a replay camera plays.
     install -d -m 755 "$ROOT/var/lib/appliance/models"

@@ -132,3 +132,20 @@ def test_labels_become_safe_file_names():
     assert slug("../../etc/passwd") == "etc-passwd"
     assert slug("ñ") == "unlabelled"
     assert sqlite3.sqlite_version  # the stdlib sqlite3 is what sqlite-utils drives
+
+
+def test_the_status_count_may_be_a_few_seconds_old_but_this_process_s_changes_refresh_it(tmp_path, store):
+    rec = record()
+    store.add(rec, jpeg(rec), b"thumb")
+    assert store.count(max_age_s=60) == 1
+    other = Store(tmp_path / "data")  # the loop, in its own process, keeps one more
+    rec2 = record(captured_at="2026-11-25T10:15:31.123Z")
+    other.add(rec2, jpeg(rec2, 90), b"thumb")
+    other.close()
+    assert store.count(max_age_s=60) == 1  # the page's count waits for its age
+    assert store.count() == 2  # an exact count when asked for one
+    rec3 = record(captured_at="2026-11-25T10:15:32.123Z")
+    third = store.add(rec3, jpeg(rec3, 60), b"thumb")
+    assert store.count(max_age_s=60) == 3  # this process's own keep refreshes it at once
+    store.delete([third])
+    assert store.count(max_age_s=60) == 2  # and its delete

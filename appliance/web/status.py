@@ -11,6 +11,7 @@ from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_t
 from appliance.errors import ApplianceError, LoopNotRunning
 from appliance.network.service import read_network, request_hotspot
 from appliance.service.status import read_status
+from appliance.storage.store import COUNT_MAX_AGE_S
 from appliance.transfer.offload import read_progress
 from appliance.web import deps
 
@@ -31,7 +32,7 @@ def live_status() -> dict:
         time.time() - loop.get("updated_at", 0) < max(STALE_AFTER_S, 5 * config.status.interval_s)
     return {
         "loop": loop, "is_loop_running": is_running,
-        "items": store.count(), "free_bytes": store.free_bytes(),
+        "items": store.count(max_age_s=COUNT_MAX_AGE_S), "free_bytes": store.free_bytes(),
         "offload": read_progress(config.status.runtime_dir),
         "network": read_network(config.status.runtime_dir),
         "cpu_temperature_c": cpu_temperature_c(),

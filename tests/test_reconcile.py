@@ -12,6 +12,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -297,3 +298,34 @@ def test_reconcile_data_dir_needs_nothing_but_the_data_dir(tmp_path):
             (f"{DAY}/101530.123_bubo.jpg", f"thumbs/{DAY}/101530.123_bubo.jpg")]
     assert (data / "thumbs" / DAY / "101530.123_bubo.jpg").is_file()
     assert reconcile_data_dir(data).quarantined == []  # settled: a second run changes nothing
+
+
+# -- a delete cut short by the power is finished at start-up, never undone nor left half-done ---------
+
+@pytest.mark.parametrize("cut_at", [1, 2], ids=["before-the-image", "before-the-thumbnail"])
+def test_a_delete_cut_short_is_finished_at_start_up(tmp_path, monkeypatch, cut_at):
+    store = Store(tmp_path / "data")
+    rec, other = record(), record(captured_at="2026-11-25T10:15:31.123Z")
+    gone = store.add(rec, encode_jpeg(picture(), 90, metadata_comment(rec)), encode_jpeg(picture(), 80))
+    kept = store.add(other, encode_jpeg(picture(90), 90, metadata_comment(other)), encode_jpeg(picture(90), 80))
+    files = [store.data_dir / store.get(gone)[k] for k in ("image_path", "thumb_path")]
+    unlink, calls = Path.unlink, []
+
+    def power_cut(path, missing_ok=False):
+        calls.append(path)
+        if len(calls) == cut_at:
+            raise KeyboardInterrupt("the power went")  # nothing after this point runs
+        unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", power_cut)
+    with pytest.raises(KeyboardInterrupt):
+        store.delete([gone])
+    monkeypatch.undo()
+    store.db.conn.close()  # the process is gone
+
+    store = Store(tmp_path / "data")  # the next start
+    report = store.reconcile()
+    assert [r["id"] for r in store.rows()] == [kept]  # not re-indexed, not a row marked missing
+    assert not any(f.exists() for f in files) and report.deleted and report.quarantined == []
+    assert store.finish_deletes() == []  # nothing left to finish
+    store.close()

@@ -15,8 +15,9 @@ A card edited elsewhere may also have: rows whose image is gone (marked ``missin
 thumbnails stay), rows whose thumbnail is gone (made again), thumbnails of no row (quarantined), and
 things that are not regular files (FIFOs, sockets, devices, symbolic links): those are left where
 they are with a warning, never opened and never followed, so nothing outside the data dir is read
-or moved. Nothing is ever deleted: what cannot be used goes to ``<data>/quarantine/`` under its own
-path. A record is never half-trusted: one field of the wrong type or form quarantines the file,
+or moved. Nothing is ever deleted, but for the files of a delete (the owner's, or retention's) whose
+rows were already gone when the power went (``Store.delete`` writes their paths down first): what
+cannot be used goes to ``<data>/quarantine/`` under its own path. A record is never half-trusted: one field of the wrong type or form quarantines the file,
 because its row is what the page shows, the exports carry and the sync hands on, and a made-up
 value there would be a lie (the appliance's own writer never makes such a record).
 
@@ -58,14 +59,17 @@ class ReconcileReport:
     thumbnails: list[str] = field(default_factory=list)  # thumbnails made again
     quarantined: list[str] = field(default_factory=list)  # where each quarantined file now is
     skipped: list[str] = field(default_factory=list)  # not regular files: left alone
+    deleted: list[str] = field(default_factory=list)  # files of deletes a power cut interrupted, now gone
 
     def __str__(self):
         return (f"{len(self.missing)} rows with missing files, {len(self.reindexed)} files re-indexed, "
                 f"{len(self.recovered)} unfinished writes completed, {len(self.thumbnails)} thumbnails made, "
-                f"{len(self.quarantined)} files quarantined, {len(self.skipped)} things that are not files left alone")
+                f"{len(self.quarantined)} files quarantined, {len(self.skipped)} things that are not files left alone, "
+                f"{len(self.deleted)} files of interrupted deletes removed")
 
     def __bool__(self):
-        return any((self.missing, self.reindexed, self.recovered, self.thumbnails, self.quarantined, self.skipped))
+        return any((self.missing, self.reindexed, self.recovered, self.thumbnails, self.quarantined, self.skipped,
+                    self.deleted))
 
 
 def reconcile_data_dir(data_dir: str | Path, thumbnail_px: int = DEFAULT_THUMBNAIL_PX) -> ReconcileReport:
@@ -93,6 +97,7 @@ class _Reconciliation:
         self.report = ReconcileReport()
 
     def run(self) -> ReconcileReport:
+        self.report.deleted = self.store.finish_deletes()
         images, thumbs = self._scan()
         on_disk = {"images": set(images), "thumbs": set(thumbs)}
         known_thumbs, indexed = set(), set()

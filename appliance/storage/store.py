@@ -112,6 +112,8 @@ class Store:
         for column, kind in COLUMNS.items():  # a database from an older appliance gains new columns
             if column not in table.columns_dict:
                 table.add_column(column, kind)
+        # The files of rows deleted but not yet unlinked (see delete()).
+        self.db.execute("create table if not exists deleting (path text primary key)")
         # Newest-first keyset pagination, alone or by effective label (a correction wins).
         self.db.execute("create index if not exists captures_newest on captures(captured_at, id)")
         self.db.execute("create index if not exists captures_label_newest on "
@@ -169,22 +171,47 @@ class Store:
         return candidate
 
     def delete(self, ids) -> int:
-        """Delete captures' files and rows; returns the bytes freed."""
-        self._labels = None
-        freed = 0
-        for row in self.rows_by_id(ids):
-            for relative in (row["image_path"], row["thumb_path"]):
-                if relative:
-                    (self.data_dir / relative).unlink(missing_ok=True)
-            with self._lock:
-                with self.db.conn:
+        """Delete captures' rows and files; returns the bytes freed.
+
+        The rows go, and their files' paths are written down (``deleting``), in one transaction;
+        then the files are unlinked and the paths let go. A power cut before the transaction leaves
+        everything; after it, start-up's reconciliation (``finish_deletes``) unlinks what is left,
+        so a delete is never undone (its file re-indexed) nor left half-done (a row marked missing)."""
+        rows = self.rows_by_id(ids)
+        paths = [relative for row in rows for relative in (row["image_path"], row["thumb_path"]) if relative]
+        with self._lock:
+            with self.db.conn:
+                self.db["deleting"].insert_all(({"path": p} for p in paths), replace=True)
+                for row in rows:
                     self.db["captures"].delete(row["id"])
-                self._count = None
+            self._labels = self._count = None
+            for row in rows:
                 if not row["missing"]:
                     self.used_bytes -= row["bytes"]
                     self.audit_bytes -= row["bytes"] if row["kind"] == "audit" else 0
-            freed += row["bytes"]
-        return freed
+        self._unlink(paths)
+        return sum(row["bytes"] for row in rows)
+
+    def finish_deletes(self) -> list[str]:
+        """Unlink the files of deletes a power cut interrupted (see ``delete``); their paths."""
+        with self._lock:
+            paths = [r[0] for r in self.db.execute("select path from deleting")]
+        self._unlink(paths)
+        return paths
+
+    def _unlink(self, paths: list[str]) -> None:
+        for relative in paths:
+            if Path(relative).is_absolute() or ".." in Path(relative).parts:
+                log.error("not unlinking %r: not a path inside the data dir", relative)
+                continue
+            try:
+                (self.data_dir / relative).unlink(missing_ok=True)  # a link itself, never what it points to
+            except OSError as e:
+                log.error("could not delete %s: %s", relative, e)
+        if paths:
+            with self._lock:
+                with self.db.conn:
+                    self.db.conn.executemany("delete from deleting where path = ?", [(p,) for p in paths])
 
     # -- reading -------------------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 For each crash state (every flush point sampled evenly, and random points between flushes), the
 recorded disk is replayed up to it; its data partition is mounted (ext4 replays its journal, as at a
-boot after a power cut) and checked twice:
+boot after a power cut; a partition without a journal is first repaired by ``e2fsck -fy``, as a boot
+with ``fsck.repair=yes`` does) and checked twice:
 
 as the power cut left it (what the write order promises)
   * ``PRAGMA integrity_check`` is ok;
@@ -12,7 +13,8 @@ as the power cut left it (what the write order promises)
     written only after the copies are durable and read back);
 after the appliance's start-up reconciliation (``Store.reconcile``, as ``appliance run`` does it)
   * the same again, and every image and thumbnail has a row unless it was quarantined;
-  * nothing was deleted: every file there before reconciliation is still there, or in quarantine;
+  * nothing was deleted: every file there before reconciliation is still there, or in quarantine (but
+    for the files of a delete the power cut interrupted, which start-up finishes);
 and across states: a row present at one crash point is present at every later one (no durable keep is
 lost by what came after it).
 
@@ -168,6 +170,25 @@ def read_stick(stick_img: Path, work: Path) -> StickFiles:
     return files
 
 
+def deletes_under_way(data: Path) -> set[str]:
+    """The files of deletes whose rows were gone when the power went (``Store.delete``): start-up
+    finishes those deletes, which is not losing anything."""
+    db = sqlite3.connect(data / "appliance.db", timeout=5)
+    try:
+        return {r[0] for r in db.execute("select path from deleting")}
+    except sqlite3.OperationalError:  # no such table yet
+        return set()
+    finally:
+        db.close()
+
+
+def has_journal(image: Path) -> bool:
+    """Whether the ext4 filesystem in ``image`` has a journal (s_feature_compat's HAS_JOURNAL bit)."""
+    with open(image, "rb") as f:
+        f.seek(1024 + 0x5C)
+        return bool(int.from_bytes(f.read(4), "little") & 0x4)
+
+
 def check_state(replay: Replay, index: int, data_bytes: int, disk_bytes: int, work: Path) -> State:
     from appliance.pipeline.writer import thumbnail_of_file
     from appliance.storage.store import QUARANTINE, Store
@@ -179,6 +200,12 @@ def check_state(replay: Replay, index: int, data_bytes: int, disk_bytes: int, wo
     replay.copy_range(data_img, 0, data_bytes)
     replay.copy_range(stick_img, data_bytes, disk_bytes - data_bytes)
     mount.mkdir(exist_ok=True)
+    if not has_journal(data_img):
+        repaired = subprocess.run(["e2fsck", "-fy", str(data_img)], capture_output=True, text=True)
+        if repaired.returncode & ~3:  # 1: errors corrected, 2: corrected, reboot; anything else: not repaired
+            said = (repaired.stdout + repaired.stderr).strip().splitlines()
+            state.fail(f"e2fsck could not repair the data partition (exit {repaired.returncode}): {said[-1:]}")
+            return state
     mounted = subprocess.run(["mount", "-t", "ext4", "-o", "loop", str(data_img), str(mount)], capture_output=True, text=True)
     if mounted.returncode != 0:
         # Before mkfs finished there is no filesystem yet: only states after the "start" mark are chosen.
@@ -191,7 +218,7 @@ def check_state(replay: Replay, index: int, data_bytes: int, disk_bytes: int, wo
         stick_files = read_stick(stick_img, work)
         rows = check_rows(state, data, stick_files, "as left")
         state.rows = {r["sha256"] for r in rows}
-        before = files_under(data)
+        before = files_under(data) - deletes_under_way(data)
         store = Store(data)
         try:
             report = store.reconcile(thumbnail=lambda path: thumbnail_of_file(path, 320))

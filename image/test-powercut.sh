@@ -2,9 +2,11 @@
 # The power-cut harness: power cuts that lose the page cache, the way file systems are tested.
 #
 #   image/test-powercut.sh [--states N] [--seconds S] [--seed N] [--shared DIR] [--break NAME] [--log FILE]
+#                          [--data-fs ext4|ext4-nojournal]
 #
 # 1. Record: in the camera VM (image/test-camera-vm.sh; Debian's kernel), dm-log-writes records every
-#    write, flush and FUA of a data partition (ext4) and a USB stick (FAT32) while `appliance run`
+#    write, flush and FUA of a data partition (ext4, as on the card; --data-fs ext4-nojournal: without a
+#    journal, where an fsync makes durable its own file and nothing else) and a USB stick (FAT32) while `appliance run`
 #    keeps every frame at full speed for S seconds (default 75) and `appliance offload` copies to the
 #    stick twice meanwhile (image/powercut/record.py). Then, in the same VM, an offload onto a stick
 #    whose copies read back wrong (dm-flakey corrupts reads) must mark nothing, and a second one,
@@ -15,16 +17,18 @@
 #    is checked). The figures go to build/powercut.json, with the states checked per minute.
 #
 # --break NAME: record with a copy of the tree broken on purpose (image/powercut/breaks.py: no-file-fsync,
-# no-dir-fsync, row-before-rename, offload-mark-early); the run passes only if the harness catches it
-# (some state fails; no-dir-fsync is not caught on ext4: breaks.py says why). --log FILE: keep the recorded log (and disk size) there, or, if FILE exists already,
-# replay it instead of recording again. Needs root. `.ci/run` runs 100 states; `./dev acceptance` 1,000 and the breaks.
+# no-dir-fsync, row-before-rename, offload-mark-early), on the data filesystem that break shows on (breaks.py
+# --data-fs NAME: ext4 without a journal for no-dir-fsync, ext4 for the others); the run passes only if the
+# harness catches it (some state fails). --log FILE: keep the recorded log (and disk size) there, or, if FILE
+# exists already, replay it instead of recording again. Needs root. `.ci/run` runs 100 states; `./dev
+# acceptance` 1,000, 200 without a journal, and each break.
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 IMAGE_DIR=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$IMAGE_DIR")
 . "$IMAGE_DIR/lib/common.sh"
 
-SHARED="$REPO/../shared" STATES=100 SECONDS_TOTAL=75 SEED=1 BREAK="" KEEP_LOG=""
+SHARED="$REPO/../shared" STATES=100 SECONDS_TOTAL=75 SEED=1 BREAK="" KEEP_LOG="" DATA_FS=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --states) STATES="${2:?}"; shift 2 ;;
@@ -33,12 +37,18 @@ while [ $# -gt 0 ]; do
         --shared) SHARED="${2:?}"; shift 2 ;;
         --break) BREAK="${2:?}"; shift 2 ;;
         --log) KEEP_LOG=$(realpath "${2:?}"); shift 2 ;;
+        --data-fs) DATA_FS="${2:?}"; shift 2 ;;
         -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option: $1 (see --help)" ;;
     esac
 done
+if [ -z "$DATA_FS" ]; then
+    DATA_FS=ext4
+    [ -z "$BREAK" ] || DATA_FS=$(python3 "$IMAGE_DIR/powercut/breaks.py" --data-fs "$BREAK") || exit 1
+fi
+case "$DATA_FS" in ext4|ext4-nojournal) ;; *) die "--data-fs is ext4 or ext4-nojournal, not $DATA_FS" ;; esac
 need_root "image/test-powercut.sh (loop mounts, and the camera VM)"
-need mcopy:mtools mount:mount
+need mcopy:mtools mount:mount e2fsck:e2fsprogs
 PYTHON="$REPO/.venv/bin/python"
 [ -x "$PYTHON" ] || die "no $PYTHON: run ./dev setup first (the checks run the appliance's own reconciliation)"
 
@@ -71,10 +81,10 @@ if [ -n "$KEEP_LOG" ] && [ -s "$KEEP_LOG" ]; then
     cp "$KEEP_LOG.json" "$WORK/record.json"
     record_s=0
 else
-    say "recording ${SECONDS_TOTAL} s of keeping and two offloads (dm-log-writes, in the camera VM)"
+    say "recording ${SECONDS_TOTAL} s of keeping and two offloads on $DATA_FS (dm-log-writes, in the camera VM)"
     start=$SECONDS
     "$tree/image/test-camera-vm.sh" --shared "$SHARED" --timeout 1800 --disk "$WORK/disk.img" --disk "$WORK/log.img" \
-        --run "$tree/image/powercut/record.py" $((SECONDS_TOTAL / 3)) "$SECONDS_TOTAL"
+        --run "$tree/image/powercut/record.py" $((SECONDS_TOTAL / 3)) "$SECONDS_TOTAL" "$DATA_FS"
     record_s=$((SECONDS - start))
     cp "$tree/build/camera-vm-logs/record.json" "$WORK/record.json" 2>/dev/null || die "the recording wrote no record.json"
     say "recorded in $record_s s: $(tr -s ' \n' ' ' < "$WORK/record.json"); log $(du -h "$WORK/log.img" | cut -f1)"
@@ -99,7 +109,9 @@ mkdir -p "$REPO/build"
 status=0
 "$PYTHON" "$IMAGE_DIR/powercut/check.py" "$WORK/log.img" "$DISK_BYTES" "$DATA_BYTES" --states "$STATES" --seed "$SEED" \
     --json "$WORK/check.json" || status=$?
-"$PYTHON" - "$WORK/record.json" "$WORK/check.json" "$BREAK" "$record_s" > "$REPO/build/powercut${BREAK:+-$BREAK}.json" <<'PY'
+figures="$REPO/build/powercut${BREAK:+-$BREAK}.json"
+[ -n "$BREAK" ] || [ "$DATA_FS" = ext4 ] || figures="$REPO/build/powercut-$DATA_FS.json"
+"$PYTHON" - "$WORK/record.json" "$WORK/check.json" "$BREAK" "$record_s" > "$figures" <<'PY'
 import json, sys
 record, check, name, record_s = sys.argv[1:]
 print(json.dumps({"break": name or None, "record": json.load(open(record)), "record_seconds": int(record_s),
@@ -113,4 +125,4 @@ if [ -n "$BREAK" ]; then
 fi
 [ "$status" -ne 3 ] || die "the power-cut harness found crash states that fail (above)"
 [ "$status" -eq 0 ] || die "the power-cut checks failed to run (exit $status)"
-say "power-cut harness passed: figures in build/powercut.json"
+say "power-cut harness passed on $DATA_FS: figures in ${figures#"$REPO/"}"

@@ -79,3 +79,26 @@ def test_each_deliberate_break_still_edits_the_source(tmp_path, name):
     (tmp_path / relative).write_text((REPO / relative).read_text())
     breaks.apply(name, tmp_path)
     assert (tmp_path / relative).read_text() != (REPO / relative).read_text()
+
+
+def test_each_break_names_a_data_filesystem_the_recorder_can_make():
+    import record
+
+    for name in breaks.BREAKS:
+        assert breaks.DATA_FS.get(name, "ext4") in record.MKFS_OPTIONS
+    assert breaks.DATA_FS["no-dir-fsync"] == "ext4-nojournal"
+
+
+@pytest.mark.parametrize("data_fs,journal", [("ext4", True), ("ext4-nojournal", False)])
+def test_the_checker_tells_a_partition_without_a_journal(tmp_path, data_fs, journal):
+    """check.py repairs a partition without a journal with e2fsck before mounting it; one with a
+    journal is mounted as it is (the kernel replays the journal)."""
+    import subprocess
+
+    import check
+    import record
+
+    image = tmp_path / "data.img"
+    image.write_bytes(bytes(8 << 20))
+    subprocess.run(["mkfs.ext4", "-q", "-F", *record.MKFS_OPTIONS[data_fs], str(image)], check=True)
+    assert check.has_journal(image) is journal

@@ -12,7 +12,11 @@ stick, twice. Marks in the log (``dmsetup message … mark NAME``) say where eac
 figures go to /srv/results/record.json. Then, with the log's devices gone, the offload onto a stick
 whose copies read back wrong (dm-flakey), and again once it is sound (``unreadable_copies``).
 
-    record.py SECONDS_BEFORE_OFFLOAD SECONDS_TOTAL
+    record.py SECONDS_BEFORE_OFFLOAD SECONDS_TOTAL [DATA_FS]
+
+DATA_FS is ``ext4`` (the card's: a journal, data=ordered) or ``ext4-nojournal`` (no journal: an fsync
+makes durable its own file and, for a new file, the entries that lead to it, and nothing else; the
+filesystem on which a missing directory fsync shows).
 """
 
 from __future__ import annotations
@@ -82,7 +86,10 @@ def offload(n: int) -> dict:
     return {"exit": run.returncode, "seconds": round(time.monotonic() - started, 1), "kept_at_end": kept()}
 
 
-def main(before_offload_s: float, total_s: float) -> None:
+MKFS_OPTIONS = {"ext4": [], "ext4-nojournal": ["-O", "^has_journal"]}
+
+
+def main(before_offload_s: float, total_s: float, data_fs: str = "ext4") -> None:
     sh("hostname", "powercut")  # the offload's folder on the stick is named after the device
     sh("modprobe", "dm-log-writes")
     sectors = int(Path("/sys/block/vdc/size").read_text())
@@ -90,7 +97,8 @@ def main(before_offload_s: float, total_s: float) -> None:
     create(LOG, f"0 {sectors} log-writes {DISK} {LOG_DEV}")
     create(DATA, f"0 {data_sectors} linear /dev/mapper/{LOG} 0")
     create(STICK, f"0 {sectors - data_sectors} linear /dev/mapper/{LOG} {data_sectors}")
-    sh("mkfs.ext4", "-q", "-L", "data", "-E", "nodiscard,lazy_itable_init=0,lazy_journal_init=0", f"/dev/mapper/{DATA}")
+    sh("mkfs.ext4", "-q", "-L", "data", "-E", "nodiscard,lazy_itable_init=0,lazy_journal_init=0",
+       *MKFS_OPTIONS[data_fs], f"/dev/mapper/{DATA}")
     sh("mkfs.vfat", "-F", "32", "-n", "STICK", f"/dev/mapper/{STICK}")
     MOUNT.mkdir(parents=True, exist_ok=True)
     sh("mount", "-t", "ext4", "-o", "noatime", f"/dev/mapper/{DATA}", str(MOUNT))
@@ -133,7 +141,7 @@ hostname = "powercut"
     loop.send_signal(signal.SIGTERM)
     loop.wait(timeout=120)
     mark("stopped")
-    figures = {"kept": kept(), "offloads": offloads, "seconds": round(time.monotonic() - START, 1)}
+    figures = {"data_fs": data_fs, "kept": kept(), "offloads": offloads, "seconds": round(time.monotonic() - START, 1)}
     sh("umount", str(MOUNT))
     mark("end")
     for name in (STICK, DATA, LOG):
@@ -174,4 +182,4 @@ def unreadable_copies(sectors: int) -> dict:
 
 START = time.monotonic()
 if __name__ == "__main__":
-    main(float(sys.argv[1]), float(sys.argv[2]))
+    main(float(sys.argv[1]), float(sys.argv[2]), *sys.argv[3:4])

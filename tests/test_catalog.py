@@ -4,28 +4,35 @@ Downloads go to a real HTTP server on 127.0.0.1 serving ../shared/models/coral; 
 the internet.
 """
 
+import contextlib
 import functools
 import http.server
 import shutil
 import socket
 import threading
+import zipfile
 from pathlib import Path
 
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
-from appliance.errors import CatalogError
+from appliance.config import KeepConfig
+from appliance.errors import CatalogError, ModelError
 from appliance.inference import catalog
 from appliance.inference.catalog import (Catalog, KeepDefaults, default_catalog_path, default_models_dir, fetch,
-                                         load_catalog, verify)
+                                         keep_defaults, load_catalog, verify)
 from appliance.storage.files import sha256_file
 
 CORAL = Path(__file__).resolve().parents[2] / "shared/models/coral"
+TF = Path(__file__).resolve().parents[2] / "shared/models/tf"
 REPO = Path(__file__).resolve().parents[1]
 TINY = "mobilenet_v1_0.25_128_quant.tflite"
 TINY_SHA = "cb273c23ee76374b05b9583177e28aa19744858a7679c56a250e83d0333da785"
 TINY_TPU = "mobilenet_v1_0.25_128_quant_edgetpu.tflite"
 TINY_TPU_SHA = "a4cb1e493346542248687939fbd7421ab92d74c58b1f0a0018b8f1bdddfcef7e"
+SSD = "ssd_mobilenet_v1_1.0_coco_quant.tflite"
+SSD_SHA = "db0d6d44276d75de47bc949e3a416e5ea93795aa72b15c59f121dc5db93a6f7f"  # ../shared/README.md's
+COCO_LABELS = "coco_labels.txt"
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
@@ -49,14 +56,23 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(CORAL)))
+@contextlib.contextmanager
+def serving(directory):
+    """A real HTTP server on 127.0.0.1 serving ``directory`` with ``_Handler``; yields its address."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(directory)))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def server():
+    with serving(CORAL) as address:
+        yield address
 
 
 def write_catalog(path, url_base, sha256=TINY_SHA, edgetpu=True):
@@ -92,20 +108,43 @@ def test_the_default_model_is_the_inat_bird_model():
     assert load_catalog().default.filename == "mobilenet_v2_1.0_224_inat_bird_quant.tflite"
 
 
+def shared_folder(entry):
+    return TF if entry.kind == catalog.DETECTOR else CORAL
+
+
 def test_every_catalog_sha256_matches_the_shared_model_file():
     checked = 0
     for entry in load_catalog().entries:
         for file in entry.files(edgetpu=True):
-            assert sha256_file(CORAL / file.filename) == file.sha256, file.filename
-            assert file.url == f"https://github.com/google-coral/test_data/raw/master/{file.filename}"
+            assert sha256_file(shared_folder(entry) / file.filename) == file.sha256, file.filename
+            if entry.kind == catalog.CLASSIFIER:
+                assert file.url == f"https://github.com/google-coral/test_data/raw/master/{file.filename}"
             checked += 1
-    assert checked == 6  # five models and the one pinned Edge TPU build
+    assert checked == 8  # five classifiers, the one pinned Edge TPU build, the detector and its labels file
 
 
 def test_every_catalog_input_size_matches_the_models_input_tensor():
     for entry in load_catalog().entries:
-        _, height, width, _ = Interpreter(model_path=str(CORAL / entry.filename)).get_input_details()[0]["shape"]
+        model = str(shared_folder(entry) / entry.filename)
+        _, height, width, _ = Interpreter(model_path=model).get_input_details()[0]["shape"]
         assert entry.input_size == (width, height), entry.name
+
+
+def test_the_detector_is_pinned_by_its_canonical_archive_with_its_licence_kind_and_labels_file():
+    known = load_catalog()
+    ssd = known.get("coco-ssd")
+    assert (ssd.kind, ssd.keep, ssd.licence, ssd.input_size) == ("detector", None, "Apache-2.0", (300, 300))
+    assert ssd.url == ("https://storage.googleapis.com/download.tensorflow.org/models/tflite/"
+                       "coco_ssd_mobilenet_v1_1.0_quant_2018_06_29.zip")
+    assert (ssd.member, ssd.sha256, ssd.filename) == ("detect.tflite", SSD_SHA, SSD)
+    assert (ssd.labels.filename, ssd.labels.url) == (COCO_LABELS, "")  # no canonical address of that file is known
+    assert {entry.kind for entry in known.entries if entry is not ssd} == {"classifier"}
+
+
+def test_the_detector_given_as_the_classifier_gets_no_keep_rule_but_an_error():
+    with pytest.raises(ModelError, match=rf"{SSD}: is the object detector coco-ssd, not an image classifier: "
+                                         "set model.path to a classifier"):
+        keep_defaults(load_catalog().get("coco-ssd"), KeepConfig(), TF / SSD, "appliance.toml")
 
 
 def test_the_inat_models_keep_anything_but_background_at_half_confidence():
@@ -130,7 +169,12 @@ def test_a_model_file_is_recognised_by_its_sha256_and_an_edgetpu_build_by_its_ow
 
 
 @pytest.mark.parametrize("old, new, message", [
-    ('default = "tiny"', 'default = "nope"', r"default: 'nope' is not a model here, allowed: tiny"),
+    ('default = "tiny"', 'default = "nope"', r"default: 'nope' is not a classifier here, allowed: tiny"),
+    ('name = "tiny"', 'name = "tiny"\nkind = "segmenter"', r"models\[0\] \(tiny\): kind: 'segmenter' is not "
+                                                          r"classifier or detector"),
+    ('name = "tiny"', 'name = "tiny"\nkind = "detector"', r"models\[0\] \(tiny\): unknown key 'keep', allowed: "),
+    ('name = "tiny"', 'name = "tiny"\nmember = ""', r"models\[0\] \(tiny\): member: '' is not the name of the file "
+                                                   r"inside the zip archive at url"),
     ('sha256 = "', 'sha256 = "xyz', r"models\[0\] \(tiny\): sha256: 'xyz.*' is not 64 lowercase hex digits"),
     ("licence =", "licenses =", r"models\[0\] \(tiny\): unknown key 'licenses', allowed: name, filename"),
     ("[128, 128]", "[128]", r"models\[0\] \(tiny\): input_size: \[128\] is not \[width, height\] in pixels"),
@@ -292,10 +336,98 @@ def test_verify_reports_ok_mismatch_and_missing(tmp_path):
         sha256_file(tmp_path / "mobilenet_v2_1.0_224_quant.tflite")
     assert results[TINY_TPU].status == catalog.MISSING
     assert results["mobilenet_v2_1.0_224_inat_bird_quant.tflite"].status == catalog.MISSING
-    assert len(results) == 6
+    assert results[COCO_LABELS].status == catalog.MISSING
+    assert len(results) == 8
 
 
 def test_verify_uses_the_catalog_it_is_given(tmp_path):
     mine = write_catalog(tmp_path / "catalog.toml", "http://example.invalid", edgetpu=False)
     assert isinstance(mine, Catalog)
     assert [(r.entry.name, r.status) for r in verify(tmp_path, mine)] == [("tiny", catalog.MISSING)]
+
+
+# --- a detector: published in a zip archive, with a labels file of its own ---------------------------------
+
+def write_detector_catalog(path, url_base, labels_url=True, member="detect.tflite", archive="coco.zip"):
+    """The one-model catalog with a detector after it, whose URLs point at ``url_base``."""
+    write_catalog(path, url_base, edgetpu=False)
+    address = f'url = "{url_base}/{COCO_LABELS}", ' if labels_url else ""
+    path.write_text(path.read_text() + f'''
+[[models]]
+name = "ssd"
+kind = "detector"
+filename = "{SSD}"
+url = "{url_base}/{archive}"
+member = "{member}"
+sha256 = "{SSD_SHA}"
+input_size = [300, 300]
+licence = "Apache-2.0"
+labels_description = "COCO"
+labels = {{ filename = "{COCO_LABELS}", {address}sha256 = "{sha256_file(TF / COCO_LABELS)}" }}
+''')
+    return load_catalog(path)
+
+
+@pytest.fixture
+def archive_server(tmp_path):
+    """A real HTTP server on 127.0.0.1 serving the detector as published: in a zip archive (and one cut short)."""
+    www = tmp_path / "www"
+    www.mkdir()
+    with zipfile.ZipFile(www / "coco.zip", "w") as archive:
+        archive.write(TF / SSD, "detect.tflite")
+        archive.writestr("labelmap.txt", "???\nperson\n")
+    data = (www / "coco.zip").read_bytes()
+    (www / "cut.zip").write_bytes(data[: len(data) // 2])
+    shutil.copy(TF / COCO_LABELS, www)
+    with serving(www) as address:
+        yield address
+
+
+def test_a_model_published_in_a_zip_archive_is_downloaded_and_only_its_member_installed(tmp_path, archive_server):
+    ssd = write_detector_catalog(tmp_path / "catalog.toml", archive_server).get("ssd")
+    calls = []
+    results = fetch(ssd, tmp_path / "models", progress=lambda *a: calls.append(a))
+    assert [(r.path.name, r.was_present) for r in results] == [(SSD, False), (COCO_LABELS, False)]
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [COCO_LABELS, SSD]  # no archive left over
+    assert sha256_file(tmp_path / "models" / SSD) == SSD_SHA
+    archive_size = (tmp_path / "www" / "coco.zip").stat().st_size
+    assert (SSD, archive_size, archive_size) in calls
+
+
+@pytest.mark.parametrize("member, archive, message", [
+    ("model.tflite", "coco.zip", "coco.zip: the archive holds no model.tflite; nothing was installed"),
+    ("detect.tflite", "cut.zip", r"cut.zip: not a whole zip archive \(\d+ bytes\); nothing was installed"),
+])
+def test_an_archive_without_the_member_or_cut_short_installs_nothing(tmp_path, archive_server, member, archive,
+                                                                     message):
+    ssd = write_detector_catalog(tmp_path / "catalog.toml", archive_server, member=member, archive=archive).get("ssd")
+    with pytest.raises(CatalogError, match=rf"^{archive_server}/{message}$"):
+        fetch(ssd, tmp_path / "models")
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+def test_a_labels_file_with_no_pinned_address_is_copied_from_a_folder_only(tmp_path, archive_server):
+    ssd = write_detector_catalog(tmp_path / "catalog.toml", archive_server, labels_url=False).get("ssd")
+    models = tmp_path / "models"
+    with pytest.raises(CatalogError, match=rf"^{COCO_LABELS}: the catalog pins no download address for it, only "
+                                           r"its sha256: copy it to a folder and run `appliance models fetch ssd "
+                                           r"--from DIR`"):
+        fetch(ssd, models)
+    assert [p.name for p in models.iterdir()] == [SSD]  # the model itself was downloaded and checked
+    results = fetch(ssd, models, from_dir=TF)
+    assert [(r.path.name, r.was_present) for r in results] == [(SSD, True), (COCO_LABELS, False)]
+
+
+def test_the_catalogs_detector_is_fetched_from_the_shared_folder_and_verified(tmp_path):
+    results = fetch(load_catalog().get("coco-ssd"), tmp_path, from_dir=TF)
+    assert [(r.path.name, r.was_present) for r in results] == [(SSD, False), (COCO_LABELS, False)]
+    statuses = {r.file.filename: r.status for r in verify(tmp_path)}
+    assert statuses[SSD] == statuses[COCO_LABELS] == catalog.OK
+
+
+def test_a_default_that_names_a_detector_is_an_error(tmp_path):
+    path = tmp_path / "catalog.toml"
+    write_detector_catalog(path, "http://example.invalid")
+    path.write_text(path.read_text().replace('default = "tiny"', 'default = "ssd"'))
+    with pytest.raises(CatalogError, match=r"default: 'ssd' is not a classifier here, allowed: tiny$"):
+        load_catalog(path)

@@ -10,7 +10,8 @@ from appliance.cameras.replay import read_rgb, scale_like_isp
 from appliance.cli import main
 from appliance.config import ModelConfig
 from appliance.errors import AcceleratorMissing, ModelError
-from appliance.inference.classifier import Classifier, _input_lut
+from appliance.inference.classifier import Classifier
+from appliance.inference.runtime import input_lut
 
 
 def classify(classifier, name):
@@ -56,14 +57,14 @@ def test_the_tiny_model_has_its_own_input_size():
 
 
 def test_int8_and_float_inputs_are_converted_from_the_models_own_parameters():
-    float_lut = _input_lut({"dtype": np.float32, "quantization": (0.0, 0)})
+    float_lut = input_lut({"dtype": np.float32, "quantization": (0.0, 0)})
     assert float_lut[0] == pytest.approx(-1.0) and float_lut[255] == pytest.approx(1.0)
-    int8_lut = _input_lut({"dtype": np.int8, "quantization": (1 / 128, 0)})
+    int8_lut = input_lut({"dtype": np.int8, "quantization": (1 / 128, 0)})
     assert int8_lut.dtype == np.int8 and int8_lut[0] == -128 and int8_lut[255] == 127  # 128 clipped
     assert int8_lut[127] == -1 and int8_lut[128] == 1
-    odd_uint8 = _input_lut({"dtype": np.uint8, "quantization": (1 / 64, 100)})
+    odd_uint8 = input_lut({"dtype": np.uint8, "quantization": (1 / 64, 100)})
     assert odd_uint8[128] == 100  # pixel 127.5 ≈ 0.0 → the zero point
-    assert _input_lut({"dtype": np.uint8, "quantization": (0.0078125, 128)}) is None  # raw pixels fit
+    assert input_lut({"dtype": np.uint8, "quantization": (0.0078125, 128)}) is None  # raw pixels fit
 
 
 def test_a_corrupt_model_is_a_clear_error_naming_the_file(tmp_path):

@@ -10,6 +10,8 @@ from appliance.cli import models as models_cli
 from appliance.storage.files import sha256_file
 
 CORAL = Path(__file__).resolve().parents[2] / "shared/models/coral"
+TF = Path(__file__).resolve().parents[2] / "shared/models/tf"
+SSD = "ssd_mobilenet_v1_1.0_coco_quant.tflite"
 TINY = "mobilenet_v1_0.25_128_quant.tflite"
 TINY_TPU = "mobilenet_v1_0.25_128_quant_edgetpu.tflite"
 BIRD = "mobilenet_v2_1.0_224_inat_bird_quant.tflite"
@@ -43,14 +45,16 @@ def test_list_shows_every_model_marks_the_default_and_what_is_installed(tmp_path
     assert main(["models", "list", "--dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     lines = {line.split()[1] if line.startswith("*") else line.split()[0]: line for line in out.splitlines()[2:]}
-    assert sorted(lines) == ["imagenet", "imagenet-tf2", "imagenet-tiny", "inat-bird", "inat-insect"]
-    assert lines["inat-bird"].startswith("*")
+    assert sorted(lines) == ["coco-ssd", "imagenet", "imagenet-tf2", "imagenet-tiny", "inat-bird", "inat-insect"]
+    assert lines["inat-bird"].startswith("*") and " classifier " in lines["inat-bird"]
     assert BIRD in lines["inat-bird"] and "224x224" in lines["inat-bird"]
     assert "* except background, score >= 0.5" in lines["inat-bird"]
     assert lines["inat-bird"].endswith("yes")
     assert lines["imagenet"].endswith("no") and "score >= 0.8" in lines["imagenet"]
     assert lines["imagenet-tiny"].endswith("no, Edge TPU build no") and "128x128" in lines["imagenet-tiny"]
     assert f"Models folder: {tmp_path}" in out
+    assert lines["coco-ssd"].split()[:3] == ["coco-ssd", "detector", SSD]
+    assert "300x300  -  " in lines["coco-ssd"] and lines["coco-ssd"].endswith("no, labels no")
 
 
 def test_list_uses_the_models_dir_from_the_environment(tmp_path, monkeypatch, capsys):
@@ -67,6 +71,14 @@ def test_fetch_from_a_folder_installs_the_model_and_its_edgetpu_build(tmp_path, 
     assert sha256_file(tmp_path / TINY) == sha256_file(CORAL / TINY)
 
 
+def test_fetch_of_the_detector_from_a_folder_installs_it_and_its_labels_file(tmp_path, capsys):
+    assert main(["models", "fetch", "coco-ssd", "--from", str(TF), "--dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"coco-ssd: {tmp_path / SSD}: installed, sha256 ok",
+                                                    f"coco-ssd: {tmp_path / 'coco_labels.txt'}: installed, sha256 ok"]
+    assert main(["models", "list", "--dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith("yes, labels yes")
+
+
 def test_fetch_again_skips_and_says_so(tmp_path, capsys):
     args = ["models", "fetch", "imagenet-tiny", "--from", str(CORAL), "--dir", str(tmp_path)]
     assert main(args) == 0
@@ -75,9 +87,13 @@ def test_fetch_again_skips_and_says_so(tmp_path, capsys):
 
 
 def test_fetch_all_from_a_folder_installs_every_model_and_says_which_have_no_edgetpu_build(tmp_path, capsys):
-    assert main(["models", "fetch", "all", "--from", str(CORAL), "--dir", str(tmp_path), "--edgetpu"]) == 0
+    usb, models = tmp_path / "usb", tmp_path / "models"
+    usb.mkdir()
+    for path in [*CORAL.glob("*.tflite"), *TF.iterdir()]:  # a stick with every model on it
+        (usb / path.name).symlink_to(path)
+    assert main(["models", "fetch", "all", "--from", str(usb), "--dir", str(models), "--edgetpu"]) == 0
     out = capsys.readouterr().out
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in CORAL.glob("*.tflite"))
+    assert sorted(p.name for p in models.iterdir()) == sorted(p.name for p in usb.iterdir())
     assert "inat-bird: no Edge TPU build is pinned in the catalog; fetching the CPU model only" in out
     assert "imagenet-tiny: no Edge TPU build" not in out
 
@@ -141,4 +157,4 @@ def test_verify_fails_on_a_corrupted_copy_and_shows_both_checksums(tmp_path, cap
 def test_verify_of_an_empty_folder_reports_everything_missing_and_passes(tmp_path, capsys):
     assert main(["models", "verify", "--dir", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 6 and all(line.startswith("missing") for line in lines)
+    assert len(lines) == 8 and all(line.startswith("missing") for line in lines)

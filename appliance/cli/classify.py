@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -17,7 +18,16 @@ def register(subparsers):
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--accelerator", choices=("cpu", "coral", "auto"), default="cpu")
     parser.add_argument("--json", action="store_true", help="one JSON object per image")
+    parser.add_argument("--detector", type=Path, default=None, metavar="MODEL",
+                        help="a .tflite object detector: classify each box it finds instead of the whole image")
+    parser.add_argument("--detector-labels", type=Path, default=None, metavar="FILE",
+                        help="the detector's labels file (default: the catalog's beside the model, else embedded)")
+    parser.add_argument("--targets", type=_names, default=(), metavar="LABEL,…",
+                        help="the detector's labels to classify, such as bird (default: every label)")
+    parser.add_argument("--min-score", type=_score, default=None, metavar="S",
+                        help="the lowest detection score kept, 0 to 1 (default: 0.5)")
     parser.add_argument("images", type=Path, nargs="+")
+    parser.set_defaults(classify_parser=parser)
 
 
 def classify_command(args) -> int:
@@ -26,23 +36,36 @@ def classify_command(args) -> int:
     Each image is scaled to the model's input size the way the camera's ISP scales its preview
     stream (whole field of view, area-averaged), so the scores are the ones the loop would see.
 
+    With --detector, the detector looks at the whole image (area-averaged to its input) and each box
+    of a target label is cut from the full-resolution image with a 10 % margin, squared, and
+    classified: one line per box with its place (left, top, right, bottom, 0-1 of the image), the
+    detector's label and score, then the classifier's top-k for that crop.
+
     Example:
         appliance classify --model mobilenet_v2_1.0_224_inat_bird_quant.tflite parrot.jpg
+        appliance classify --detector ssd_mobilenet_v1_1.0_coco_quant.tflite --targets bird \\
+            --model mobilenet_v2_1.0_224_inat_bird_quant.tflite bird.bmp
     """
+    if not args.detector and (args.detector_labels or args.targets or args.min_score is not None):
+        args.classify_parser.error("--detector-labels, --targets and --min-score go with --detector")
     from appliance.cameras.replay import read_rgb, scale_like_isp
     from appliance.inference.classifier import Classifier
 
     classifier = Classifier.open(ModelConfig(path=str(args.model), labels=str(args.labels or ""),
                                              top_k=args.top_k, accelerator=args.accelerator))
+    detector = _open_detector(args) if args.detector else None
     failed = 0
     for path in args.images:
         try:
-            lores = scale_like_isp(read_rgb(path), classifier.input_size)
+            image = read_rgb(path)
         except OSError as e:
             print(f"{path}: not a readable image ({e})")
             failed += 1
             continue
-        result = classifier.classify(lores)
+        if detector is not None:
+            _print_boxes(path, image, detector, classifier, args.json)
+            continue
+        result = classifier.classify(scale_like_isp(image, classifier.input_size))
         if args.json:
             print(json.dumps({"image": str(path), "top_k": result.top_k, "inference_ms": round(result.inference_ms, 2),
                               "backend": result.backend}))
@@ -53,3 +76,58 @@ def classify_command(args) -> int:
     if failed:
         raise CameraError(f"{failed} of {len(args.images)} images could not be read")
     return 0
+
+
+def _open_detector(args):
+    from appliance.inference.detector import DEFAULT_MIN_SCORE, Detector
+
+    config = ModelConfig(path=str(args.detector), labels=str(args.detector_labels or ""), accelerator=args.accelerator)
+    min_score = DEFAULT_MIN_SCORE if args.min_score is None else args.min_score
+    return Detector.open(config, targets=args.targets, min_score=min_score)
+
+
+def _print_boxes(path, image, detector, classifier, as_json) -> None:
+    """Detect in ``image``, then classify each box's square crop as the loop would see it."""
+    from dataclasses import asdict
+
+    import numpy as np
+
+    from appliance.cameras.convert import area_average
+    from appliance.pipeline.detections import crop_square
+
+    main = np.asarray(image)
+    found = detector.detect(main)
+    rows = []
+    for detection in found.detections:
+        result = classifier.classify(area_average(crop_square(main, detection.box), classifier.input_size))
+        rows.append((detection, result))
+    if as_json:
+        print(json.dumps({"image": str(path), "detector_ms": round(found.inference_ms, 2), "backend": found.backend,
+                          "boxes": [{"box": {k: round(v, 4) for k, v in asdict(d.box).items()}, "label": d.label,
+                                     "label_id": d.label_id, "score": d.score, "top_k": r.top_k,
+                                     "inference_ms": round(r.inference_ms, 2)} for d, r in rows]}))
+        return
+    print(f"{path}  ({found.backend}, detector {found.inference_ms:.1f} ms, {len(rows)} box(es) with a score "
+          f">= {detector.min_score:g}{', labels ' + ','.join(sorted(detector.targets)) if detector.targets else ''})")
+    for detection, result in rows:
+        box = detection.box
+        corners = ", ".join(f"{v:.3f}" for v in (box.left, box.top, box.right, box.bottom))
+        print(f"  box ({corners})  {detection.label} {detection.score:.3f}  ({result.inference_ms:.1f} ms)")
+        for label, score in result.top_k:
+            print(f"    {score:6.3f}  {label}")
+
+
+def _names(value: str) -> tuple[str, ...]:
+    """An argparse type: comma-separated label names, such as ``bird,cat``."""
+    names = tuple(name.strip() for name in value.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("give one or more label names, separated by commas")
+    return names
+
+
+def _score(value: str) -> float:
+    """An argparse type: a number from 0 to 1."""
+    score = float(value)
+    if not 0.0 <= score <= 1.0:
+        raise argparse.ArgumentTypeError("must be from 0 to 1")
+    return score

@@ -33,7 +33,7 @@ def register(subparsers) -> None:
 
 
 def models(args) -> int:
-    """Manage the classifier models: list the catalog, fetch model files, verify their sha256.
+    """Manage the models (classifiers, detectors): list the catalog, fetch model files, verify their sha256.
 
     Example:
       appliance models list
@@ -43,23 +43,26 @@ def models(args) -> int:
 
 
 def models_list(args) -> int:
-    """List the catalog's models, their default keep rule, and which are installed.
+    """List the catalog's models, their kind, their default keep rule, and which are installed.
 
-    `*` marks the model a fresh appliance runs. Installed means the file is in the models folder;
-    `appliance models verify` checks its sha256.
+    `*` marks the model a fresh appliance runs. A classifier names what a frame (or a crop) shows; a
+    detector finds boxes of objects for a classifier to name (`appliance classify --detector`).
+    Installed means the file is in the models folder; `appliance models verify` checks its sha256.
 
     Example:
       appliance models list --dir /var/lib/appliance/models
     """
     known = catalog.load_catalog(args.catalog)
     models_dir = _models_dir(args)
-    rows = [("", "NAME", "FILE", "INPUT", "DEFAULT KEEP RULE", "INSTALLED")]
+    rows = [("", "NAME", "KIND", "FILE", "INPUT", "DEFAULT KEEP RULE", "INSTALLED")]
     for entry in known.entries:
         installed = "yes" if (models_dir / entry.filename).is_file() else "no"
+        if entry.labels:
+            installed += ", labels " + ("yes" if (models_dir / entry.labels.filename).is_file() else "no")
         if entry.edgetpu:
             installed += ", Edge TPU build " + ("yes" if (models_dir / entry.edgetpu.filename).is_file() else "no")
-        rows.append(("*" if entry.name == known.default.name else "", entry.name, entry.filename,
-                     "{}x{}".format(*entry.input_size), entry.keep.describe(), installed))
+        rows.append(("*" if entry.name == known.default.name else "", entry.name, entry.kind, entry.filename,
+                     "{}x{}".format(*entry.input_size), entry.keep.describe() if entry.keep else "-", installed))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print(f"Models folder: {models_dir}")
     for row in rows:
@@ -72,7 +75,8 @@ def models_fetch(args) -> int:
 
     NAME is a model's name from `appliance models list`, `default` (the model a fresh appliance
     runs), or `all`. A file already in the models folder with the right sha256 is left alone. With no network, copy the .tflite files to a USB
-    stick on another computer and use --from.
+    stick on another computer and use --from. A detector comes with its labels file (coco-ssd: coco_labels.txt),
+    which has no pinned download address: copy it with --from.
 
     Example:
       appliance models fetch inat-bird

@@ -1,8 +1,11 @@
 """The model: running it and knowing which one it is.
 
-* ``classifier`` — ``Classifier`` over LiteRT (or ``tflite_runtime``), optionally on a Coral Edge TPU;
-  the runtime is imported only when a classifier is built.
+* ``runtime`` — loading a model file for the classifier or the detector: LiteRT (or ``tflite_runtime``),
+  imported only when a model is opened; the file's checks, the Coral Edge TPU, threads, input quantization.
+* ``classifier`` — ``Classifier``: top-k labels of a frame (or of a crop).
+* ``detector`` — ``Detector``: boxes of objects in a frame, from SSD models with
+  ``TFLite_Detection_PostProcess`` outputs; the crops it leads to are cut by ``pipeline.detections``.
 * ``labels`` — labels from a model's own metadata or a labels file; whether a file is a TFLite model at all.
-* ``catalog`` — the models catalog: names, canonical URLs, sha256, download and verify; which catalog
-  model a file is, and whether it is damaged.
+* ``catalog`` — the models catalog (classifiers and detectors): names, canonical URLs, sha256, download
+  and verify; which catalog model a file is, and whether it is damaged.
 """

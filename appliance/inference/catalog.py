@@ -1,9 +1,11 @@
-"""The models catalog: which classifiers the appliance knows, where they come from, and their sha256.
+"""The models catalog: which classifiers and detectors the appliance knows, where they come from, their sha256.
 
 The catalog is ``models/catalog.toml`` in the repository; the wheel ships it as
 ``appliance/data/catalog.toml``. A model file is installed only once its sha256 matches the catalog,
 so a truncated download or a changed mirror never reaches the classifier. Fetching works offline
 too: ``fetch(entry, models_dir, from_dir=...)`` copies from a folder (a USB stick) with the same check.
+A model published only inside a zip archive (``member``) is downloaded whole and the member installed,
+checked against the member's own sha256; a model with no labels inside it has its labels file pinned too.
 
 At every start the classifier checks its model file the same way (``identify_model``): a file named
 like a catalog model whose sha256 differs is damaged and refused, and the model's keep rule
@@ -17,9 +19,11 @@ import http.client
 import logging
 import os
 import re
+import tempfile
 import tomllib
 import urllib.error
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Mapping
@@ -33,6 +37,7 @@ log = logging.getLogger(__name__)
 MODELS_DIR_ENV = "APPLIANCE_MODELS_DIR"
 DEVICE_MODELS_DIR = Path("/var/lib/appliance/models")  # created by the device image
 OK, MISMATCH, MISSING = "ok", "mismatch", "missing"
+CLASSIFIER, DETECTOR = "classifier", "detector"  # an entry's kind
 Progress = Callable[[str, int, "int | None"], None]  # (file name, bytes done, total bytes if known)
 
 _CHUNK, _TIMEOUT_S = 1 << 16, 30  # bytes per read; seconds a silent server is given
@@ -47,15 +52,19 @@ _TEXT = (lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
 _PATTERNS = (lambda v: isinstance(v, list) and all(isinstance(p, str) and p for p in v), "a list of label patterns")
 _FILE_SPEC = {"filename": _matches(r"[A-Za-z0-9][A-Za-z0-9._-]*\.tflite", "a NAME.tflite file name"),
               "url": _matches(r"https?://\S+", "an http(s) URL"),
-              "sha256": _matches(r"[0-9a-f]{64}", "64 lowercase hex digits")}
+              "sha256": _matches(r"[0-9a-f]{64}", "64 lowercase hex digits"),
+              "member": _matches(r"[^/\s][^\s]*", "the name of the file inside the zip archive at url")}
+_LABELS_SPEC = {**_FILE_SPEC, "filename": _matches(r"[A-Za-z0-9][A-Za-z0-9._-]*\.txt", "a NAME.txt file name")}
 _KEEP_SPEC = {"labels": _PATTERNS, "ignore": _PATTERNS,
               "min_score": (lambda v: type(v) in (int, float) and 0 <= v <= 1, "a number from 0 to 1")}
 _ENTRY_SPEC = {"name": _matches(r"(?!(?:all|default)$)[a-z0-9][a-z0-9._-]*",  # `models fetch all|default` are commands
                                 "lowercase letters, digits, '.', '_' and '-' (not 'all' or 'default')"),
                **_FILE_SPEC,
+               "kind": (lambda v: v in (CLASSIFIER, DETECTOR), f"{CLASSIFIER} or {DETECTOR}"),
                "input_size": (lambda v: isinstance(v, list) and len(v) == 2
                               and all(type(n) is int and n > 0 for n in v), "[width, height] in pixels"),
-               "licence": _TEXT, "labels_description": _TEXT, "keep": None, "edgetpu": None}
+               "licence": _TEXT, "labels_description": _TEXT, "labels": None, "keep": None, "edgetpu": None}
+_DETECTOR_SPEC = {key: spec for key, spec in _ENTRY_SPEC.items() if key != "keep"}  # its crops get the classifier's
 
 
 @dataclass(frozen=True)
@@ -73,15 +82,25 @@ class KeepDefaults:
 
 @dataclass(frozen=True)
 class ModelFile:
-    """One file to fetch: its name in the models folder, its canonical URL and its sha256."""
+    """One file to fetch: its name in the models folder, its canonical URL and its sha256.
+
+    ``member`` names the file inside the zip archive at ``url`` when it is published only in one;
+    ``url`` is empty for a file whose download address is not pinned (it is copied with --from only).
+    """
     filename: str
     url: str
     sha256: str
+    member: str = ""
 
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One model of the catalog; ``edgetpu`` is its Coral Edge TPU build, when one is pinned."""
+    """One model of the catalog, a classifier or a detector (``kind``).
+
+    ``keep`` is a classifier's default keep rule (None for a detector: the rule applies to the
+    classifier's label for each crop); ``labels`` the labels file of a model that carries none inside;
+    ``edgetpu`` its Coral Edge TPU build, when one is pinned.
+    """
     name: str
     filename: str
     url: str
@@ -89,13 +108,17 @@ class ModelEntry:
     input_size: tuple[int, int]  # (width, height)
     licence: str
     labels_description: str
-    keep: KeepDefaults
+    keep: KeepDefaults | None
     edgetpu: ModelFile | None = None
+    kind: str = CLASSIFIER
+    labels: ModelFile | None = None
+    member: str = ""
 
     def files(self, edgetpu: bool = False) -> tuple[ModelFile, ...]:
-        """The CPU model's file, then the Edge TPU build's when asked for and pinned."""
-        cpu = ModelFile(self.filename, self.url, self.sha256)
-        return (cpu, self.edgetpu) if edgetpu and self.edgetpu else (cpu,)
+        """The CPU model's file, its labels file if pinned, then the Edge TPU build's when asked for and pinned."""
+        cpu = ModelFile(self.filename, self.url, self.sha256, self.member)
+        tpu = (self.edgetpu,) if edgetpu and self.edgetpu else ()
+        return (cpu, self.labels, *tpu) if self.labels else (cpu, *tpu)
 
 
 @dataclass(frozen=True)
@@ -180,9 +203,9 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
         seen = [getattr(e, key) for e in entries]
         if duplicate := next((v for v in seen if seen.count(v) > 1), None):
             raise CatalogError(f"{source}: models: {key} {duplicate!r} is used by two entries")
-    by_name = {entry.name: entry for entry in entries}
+    by_name = {entry.name: entry for entry in entries if entry.kind == CLASSIFIER}
     if data["default"] not in by_name:
-        raise CatalogError(f"{source}: default: {data['default']!r} is not a model here, "
+        raise CatalogError(f"{source}: default: {data['default']!r} is not a classifier here, "
                            f"allowed: {', '.join(by_name)}")
     return Catalog(entries, by_name[data["default"]], source)
 
@@ -190,15 +213,21 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
 def _entry(table, index: int, source: str) -> ModelEntry:
     name = table.get("name") if isinstance(table, dict) else None
     where = f"models[{index}]" + (f" ({name})" if isinstance(name, str) else "")
-    _check(table, _ENTRY_SPEC, source, where, optional=("edgetpu",))
-    keep = _check(table["keep"], _KEEP_SPEC, source, f"{where}: keep")
-    tpu = table.get("edgetpu")
+    is_detector = isinstance(table, dict) and table.get("kind") == DETECTOR
+    spec = _DETECTOR_SPEC if is_detector else _ENTRY_SPEC
+    _check(table, spec, source, where, optional=("kind", "member", "labels", "edgetpu"))
+    keep = None if is_detector else _check(table["keep"], _KEEP_SPEC, source, f"{where}: keep")
+    tpu, labels = table.get("edgetpu"), table.get("labels")
+    if tpu is not None:
+        tpu = ModelFile(**_check(tpu, _FILE_SPEC, source, f"{where}: edgetpu", ("member",)))
+    if labels is not None:
+        labels = ModelFile(**{"url": "", **_check(labels, _LABELS_SPEC, source, f"{where}: labels", ("url", "member"))})
     return ModelEntry(
         name=name, filename=table["filename"], url=table["url"], sha256=table["sha256"],
         input_size=tuple(table["input_size"]), licence=table["licence"],
         labels_description=table["labels_description"],
-        keep=KeepDefaults(tuple(keep["labels"]), tuple(keep["ignore"]), float(keep["min_score"])),
-        edgetpu=ModelFile(**_check(tpu, _FILE_SPEC, source, f"{where}: edgetpu")) if tpu is not None else None)
+        keep=KeepDefaults(tuple(keep["labels"]), tuple(keep["ignore"]), float(keep["min_score"])) if keep else None,
+        edgetpu=tpu, kind=DETECTOR if is_detector else CLASSIFIER, labels=labels, member=table.get("member", ""))
 
 
 def _check(table, spec: dict, source: str, where: str, optional=()) -> dict:
@@ -234,6 +263,9 @@ def fetch(entry: ModelEntry, models_dir: str | Path, from_dir: str | Path | None
             continue
         if target.exists():
             log.warning("%s has the wrong sha256; replacing it", target)
+        if from_dir is None and not file.url:
+            raise CatalogError(f"{file.filename}: the catalog pins no download address for it, only its sha256: copy "
+                               f"it to a folder and run `appliance models fetch {entry.name} --from DIR`")
         if from_dir is None:
             _download(file, target, progress)
         else:
@@ -283,6 +315,9 @@ def keep_defaults(entry: ModelEntry | None, keep_config, model_path: str | Path,
     keeps most frames of most models: unless ``keep.labels`` is set, that is a ``ConfigError`` naming
     ``source`` (the config file) and the key to set.
     """
+    if entry is not None and entry.kind == DETECTOR:
+        raise ModelError(f"{model_path}: is the object detector {entry.name}, not an image classifier: set model.path "
+                         "to a classifier, such as inat-bird (`appliance models list`)")
     if entry is not None:
         return entry.keep
     if keep_config.labels is None:
@@ -304,7 +339,10 @@ def _download(file: ModelFile, target: Path, progress: Progress | None) -> None:
     request = urllib.request.Request(file.url, headers={"User-Agent": f"appliance/{appliance.__version__}"})
     try:
         with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
-            _install(response, response.length, file, target, file.url, progress)  # length: Content-Length
+            if file.member:
+                _install_member(response, file, target, progress)
+            else:
+                _install(response, response.length, file, target, file.url, progress)  # length: Content-Length
     except urllib.error.HTTPError as e:
         raise CatalogError(f"{file.url}: download failed: HTTP {e.code} {e.reason}") from None
     except urllib.error.URLError as e:
@@ -312,6 +350,26 @@ def _download(file: ModelFile, target: Path, progress: Progress | None) -> None:
                            "to a folder and fetch with --from DIR") from None
     except (OSError, http.client.HTTPException) as e:  # the server hung up or timed out before replying
         raise CatalogError(f"{file.url}: download failed ({e!r})") from None
+
+
+def _install_member(response, file: ModelFile, target: Path, progress: Progress | None) -> None:
+    """Download the zip archive at ``file.url`` into a temporary file (gone once closed), then install its member."""
+    source = f"{file.url}!{file.member}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=target.parent) as archive:
+        done, total = 0, response.length  # Content-Length; response.length counts down as it is read
+        while chunk := response.read(_CHUNK):
+            archive.write(chunk)
+            done += len(chunk)
+            if progress:
+                progress(file.filename, done, total)
+        try:
+            with zipfile.ZipFile(archive) as zipped, zipped.open(file.member) as member:
+                _install(member, zipped.getinfo(file.member).file_size, file, target, source, None)
+        except KeyError:
+            raise CatalogError(f"{file.url}: the archive holds no {file.member}; nothing was installed") from None
+        except (zipfile.BadZipFile, EOFError):
+            raise CatalogError(f"{file.url}: not a whole zip archive ({done} bytes); nothing was installed") from None
 
 
 def _install(stream: BinaryIO, total: int | None, file: ModelFile, target: Path, source: str,

@@ -18,9 +18,10 @@ from ai_edge_litert.interpreter import Interpreter
 
 from appliance.config import KeepConfig
 from appliance.errors import CatalogError, ModelError
-from appliance.inference import catalog
-from appliance.inference.catalog import (Catalog, KeepDefaults, default_catalog_path, default_models_dir, fetch,
-                                         keep_defaults, load_catalog, verify)
+from appliance.inference import catalog, model_files
+from appliance.inference.catalog import (Catalog, KeepDefaults, default_catalog_path, default_models_dir,
+                                         keep_defaults, load_catalog)
+from appliance.inference.model_files import fetch, verify
 from appliance.storage.files import sha256_file
 
 CORAL = Path(__file__).resolve().parents[2] / "shared/models/coral"
@@ -33,12 +34,20 @@ TINY_TPU_SHA = "a4cb1e493346542248687939fbd7421ab92d74c58b1f0a0018b8f1bdddfcef7e
 SSD = "ssd_mobilenet_v1_1.0_coco_quant.tflite"
 SSD_SHA = "db0d6d44276d75de47bc949e3a416e5ea93795aa72b15c59f121dc5db93a6f7f"  # ../shared/README.md's
 COCO_LABELS = "coco_labels.txt"
+TF_HOSTED = "https://storage.googleapis.com/download.tensorflow.org/models/tflite"  # the catalog's detector's home
+TF_ARCHIVE = "coco_ssd_mobilenet_v1_1.0_quant_2018_06_29.zip"
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves CORAL; /broken/* answers 500, /truncated/* sends half a file and hangs up."""
+    """Serves CORAL; /broken/* answers 500, /truncated/* sends half a file and hangs up; notes paths in ``seen``."""
+
+    def __init__(self, *args, seen=None, **kwargs):
+        self.seen = seen  # before the base class's __init__, which handles the request
+        super().__init__(*args, **kwargs)
 
     def do_GET(self):
+        if self.seen is not None:
+            self.seen.append(self.path)
         name = self.path.rsplit("/", 1)[-1]
         if self.path.startswith("/broken/"):
             self.send_error(500, "Internal Server Error")
@@ -57,9 +66,13 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def serving(directory):
-    """A real HTTP server on 127.0.0.1 serving ``directory`` with ``_Handler``; yields its address."""
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(directory)))
+def serving(directory, seen=None):
+    """A real HTTP server on 127.0.0.1 serving ``directory`` with ``_Handler``; yields its address.
+
+    Each path asked for is appended to ``seen``, when given.
+    """
+    handler = functools.partial(_Handler, directory=str(directory), seen=seen)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
@@ -137,7 +150,9 @@ def test_the_detector_is_pinned_by_its_canonical_archive_with_its_licence_kind_a
     assert ssd.url == ("https://storage.googleapis.com/download.tensorflow.org/models/tflite/"
                        "coco_ssd_mobilenet_v1_1.0_quant_2018_06_29.zip")
     assert (ssd.member, ssd.sha256, ssd.filename) == ("detect.tflite", SSD_SHA, SSD)
-    assert (ssd.labels.filename, ssd.labels.url) == (COCO_LABELS, "")  # no canonical address of that file is known
+    # The labels are made from the labelmap.txt in the same archive; the sha256 is of what is made.
+    assert (ssd.labels.filename, ssd.labels.url, ssd.labels.member, ssd.labels.format) == \
+        (COCO_LABELS, ssd.url, "labelmap.txt", "labelmap")
     assert {entry.kind for entry in known.entries if entry is not ssd} == {"classifier"}
 
 
@@ -330,20 +345,20 @@ def test_verify_reports_ok_mismatch_and_missing(tmp_path):
         f.seek(5000)
         f.write(b"\0\0\0\0")
     results = {r.file.filename: r for r in verify(tmp_path)}
-    assert results[TINY].status == catalog.OK
-    assert results["mobilenet_v2_1.0_224_quant.tflite"].status == catalog.MISMATCH
+    assert results[TINY].status == model_files.OK
+    assert results["mobilenet_v2_1.0_224_quant.tflite"].status == model_files.MISMATCH
     assert results["mobilenet_v2_1.0_224_quant.tflite"].actual_sha256 == \
         sha256_file(tmp_path / "mobilenet_v2_1.0_224_quant.tflite")
-    assert results[TINY_TPU].status == catalog.MISSING
-    assert results["mobilenet_v2_1.0_224_inat_bird_quant.tflite"].status == catalog.MISSING
-    assert results[COCO_LABELS].status == catalog.MISSING
+    assert results[TINY_TPU].status == model_files.MISSING
+    assert results["mobilenet_v2_1.0_224_inat_bird_quant.tflite"].status == model_files.MISSING
+    assert results[COCO_LABELS].status == model_files.MISSING
     assert len(results) == 8
 
 
 def test_verify_uses_the_catalog_it_is_given(tmp_path):
     mine = write_catalog(tmp_path / "catalog.toml", "http://example.invalid", edgetpu=False)
     assert isinstance(mine, Catalog)
-    assert [(r.entry.name, r.status) for r in verify(tmp_path, mine)] == [("tiny", catalog.MISSING)]
+    assert [(r.entry.name, r.status) for r in verify(tmp_path, mine)] == [("tiny", model_files.MISSING)]
 
 
 # --- a detector: published in a zip archive, with a labels file of its own ---------------------------------
@@ -422,7 +437,7 @@ def test_the_catalogs_detector_is_fetched_from_the_shared_folder_and_verified(tm
     results = fetch(load_catalog().get("coco-ssd"), tmp_path, from_dir=TF)
     assert [(r.path.name, r.was_present) for r in results] == [(SSD, False), (COCO_LABELS, False)]
     statuses = {r.file.filename: r.status for r in verify(tmp_path)}
-    assert statuses[SSD] == statuses[COCO_LABELS] == catalog.OK
+    assert statuses[SSD] == statuses[COCO_LABELS] == model_files.OK
 
 
 def test_a_default_that_names_a_detector_is_an_error(tmp_path):
@@ -430,4 +445,101 @@ def test_a_default_that_names_a_detector_is_an_error(tmp_path):
     write_detector_catalog(path, "http://example.invalid")
     path.write_text(path.read_text().replace('default = "tiny"', 'default = "ssd"'))
     with pytest.raises(CatalogError, match=r"default: 'ssd' is not a classifier here, allowed: tiny$"):
+        load_catalog(path)
+
+
+# --- the catalog's detector as TensorFlow publishes it: model and labelmap.txt in one zip archive ----------
+
+def labelmap_of(labels: str) -> str:
+    """TensorFlow's labelmap.txt for "ID name" labels: line i names id i, "???" where no label has that id."""
+    names = {int(number): name for number, name in (line.split(" ", 1) for line in labels.splitlines())}
+    return "".join(names.get(i, "???") + "\n" for i in range(max(names) + 1))
+
+
+def catalog_served_from(path, address):
+    """The repository's catalog written to ``path`` with TensorFlow's hosted models at ``address`` instead."""
+    text = (REPO / "models/catalog.toml").read_text()
+    assert text.count(TF_HOSTED) == 2  # the detector's archive, for the model and for its labels
+    path.write_text(text.replace(TF_HOSTED, address))
+    return load_catalog(path)
+
+
+@pytest.fixture
+def tf_hosted(tmp_path):
+    """A real HTTP server on 127.0.0.1 standing in for TensorFlow's: the detector's archive, holding the model
+    and a labelmap.txt made from ../shared's coco_labels.txt; under /renamed/ the same with "bird" renamed.
+
+    Yields the address and the list of paths the server was asked for.
+    """
+    labelmap = labelmap_of((TF / COCO_LABELS).read_text())
+    for folder, text in (("", labelmap), ("renamed", labelmap.replace("\nbird\n", "\nduck\n"))):
+        (tmp_path / "tf" / folder).mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(tmp_path / "tf" / folder / TF_ARCHIVE, "w") as archive:
+            archive.write(TF / SSD, "detect.tflite")
+            archive.writestr("labelmap.txt", text)
+    seen = []
+    with serving(tmp_path / "tf", seen) as address:
+        yield address, seen
+
+
+def test_the_labelmap_made_here_is_tensorflows_layout():
+    lines = labelmap_of((TF / COCO_LABELS).read_text()).splitlines()
+    assert (len(lines), lines[0], lines[1], lines[16], lines[90]) == (91, "???", "person", "bird", "toothbrush")
+    assert [i for i, name in enumerate(lines) if name == "???"] == [0, 12, 26, 29, 30, 45, 66, 68, 69, 71, 83]
+
+
+def test_a_labelmap_becomes_id_name_lines_without_the_unused_ids():
+    assert model_files.labels_from_labelmap(b"???\nperson\nbicycle\n???\nmotorcycle\n") == \
+        b"1 person\n2 bicycle\n4 motorcycle"
+    assert model_files.labels_from_labelmap(b"\xef\xbb\xbf???\r\nperson \r\n\r\ncar\r\n") == b"1 person\n3 car"
+
+
+def test_the_catalogs_detector_is_downloaded_once_with_its_labels_made_from_the_archives_labelmap(tmp_path,
+                                                                                                  tf_hosted):
+    address, seen = tf_hosted
+    ssd = catalog_served_from(tmp_path / "catalog.toml", address).get("coco-ssd")
+    models = tmp_path / "models"
+    results = fetch(ssd, models)
+    assert [(r.path.name, r.was_present) for r in results] == [(SSD, False), (COCO_LABELS, False)]
+    assert seen == [f"/{TF_ARCHIVE}"]  # one download for both members
+    assert (models / COCO_LABELS).read_bytes() == (TF / COCO_LABELS).read_bytes()
+    assert sorted(p.name for p in models.iterdir()) == [COCO_LABELS, SSD]  # no archive or temporary file left
+    assert {r.file.filename: r.status for r in verify(models)}[COCO_LABELS] == model_files.OK
+    (models / COCO_LABELS).unlink()
+    results = fetch(ssd, models)  # the model is there: the archive is downloaded for the labels alone
+    assert [(r.path.name, r.was_present) for r in results] == [(SSD, True), (COCO_LABELS, False)]
+    assert (models / COCO_LABELS).read_bytes() == (TF / COCO_LABELS).read_bytes()
+
+
+def test_a_labelmap_unlike_the_pinned_one_installs_no_labels_and_names_the_way_out(tmp_path, tf_hosted):
+    address, _ = tf_hosted
+    ssd = catalog_served_from(tmp_path / "catalog.toml", f"{address}/renamed").get("coco-ssd")
+    models = tmp_path / "models"
+    with pytest.raises(CatalogError) as caught:
+        fetch(ssd, models)
+    assert str(caught.value).startswith(f"{address}/renamed/{TF_ARCHIVE}!labelmap.txt: sha256 mismatch for "
+                                        f"{COCO_LABELS} made from it (labelmap): expected {ssd.labels.sha256}, got ")
+    assert str(caught.value).endswith(f"; {COCO_LABELS} was not installed: the file it is made from is not the one "
+                                      f"the catalog was pinned against; copy a {COCO_LABELS} to a folder and run "
+                                      "`appliance models fetch coco-ssd --from DIR`")
+    assert [p.name for p in models.iterdir()] == [SSD]  # the model checks out on its own, and stays
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    shutil.copy(TF / COCO_LABELS, usb)  # the way out: the labels file alone, already converted
+    results = fetch(ssd, models, from_dir=usb)
+    assert [(r.path.name, r.was_present) for r in results] == [(SSD, True), (COCO_LABELS, False)]
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ('format = "labelmap"', 'format = "csv"',
+     r"models\[5\] \(coco-ssd\): labels: format: 'csv' is not 'labelmap' \(the only conversion known\)"),
+    (f'url = "{TF_HOSTED}/{TF_ARCHIVE}"\nmember = "labelmap.txt"', "",
+     r"models\[5\] \(coco-ssd\): labels: format: converts a download, but no url is given"),
+])
+def test_a_labels_format_that_is_unknown_or_has_nothing_to_convert_is_an_error(tmp_path, old, new, message):
+    path = tmp_path / "catalog.toml"
+    text = (REPO / "models/catalog.toml").read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+    with pytest.raises(CatalogError, match=rf"^{path}: {message}$"):
         load_catalog(path)

@@ -8,6 +8,7 @@ import pytest
 from appliance.cli import main
 from appliance.cli import models as models_cli
 from appliance.storage.files import sha256_file
+from test_catalog import catalog_served_from, tf_hosted  # noqa: F401 (a fixture)
 
 CORAL = Path(__file__).resolve().parents[2] / "shared/models/coral"
 TF = Path(__file__).resolve().parents[2] / "shared/models/tf"
@@ -77,6 +78,32 @@ def test_fetch_of_the_detector_from_a_folder_installs_it_and_its_labels_file(tmp
                                                     f"coco-ssd: {tmp_path / 'coco_labels.txt'}: installed, sha256 ok"]
     assert main(["models", "list", "--dir", str(tmp_path)]) == 0
     assert capsys.readouterr().out.splitlines()[-1].endswith("yes, labels yes")
+
+
+def test_fetch_of_the_detector_downloads_it_and_makes_its_labels_from_the_archive(tmp_path, tf_hosted, capsys):
+    catalog = tmp_path / "catalog.toml"
+    catalog_served_from(catalog, tf_hosted[0])
+    models = tmp_path / "models"
+    assert main(["models", "fetch", "coco-ssd", "--catalog", str(catalog), "--dir", str(models)]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"coco-ssd: {models / SSD}: installed, sha256 ok",
+                                                    f"coco-ssd: {models / 'coco_labels.txt'}: installed, sha256 ok"]
+    assert (models / "coco_labels.txt").read_bytes() == (TF / "coco_labels.txt").read_bytes()
+    assert main(["models", "verify", "--catalog", str(catalog), "--dir", str(models)]) == 0
+
+
+def test_fetch_of_the_detector_with_an_unexpected_labelmap_fails_naming_from_and_installs_no_labels(tmp_path,
+                                                                                                    tf_hosted, capsys):
+    catalog = tmp_path / "catalog.toml"
+    catalog_served_from(catalog, f"{tf_hosted[0]}/renamed")
+    models = tmp_path / "models"
+    assert main(["models", "fetch", "coco-ssd", "--catalog", str(catalog), "--dir", str(models)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("appliance: error: ") and len(err.splitlines()) == 1
+    assert "labelmap.txt: sha256 mismatch for coco_labels.txt" in err
+    assert err.rstrip().endswith("run `appliance models fetch coco-ssd --from DIR`")
+    assert [p.name for p in models.iterdir()] == [SSD]
+    assert main(["models", "list", "--catalog", str(catalog), "--dir", str(models)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith("yes, labels no")
 
 
 def test_fetch_again_skips_and_says_so(tmp_path, capsys):

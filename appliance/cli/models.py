@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from appliance.cli import add_command
-from appliance.inference import catalog
+from appliance.inference import catalog, model_files
 
 _REDRAW_EVERY_S = 0.2
 
@@ -75,8 +75,9 @@ def models_fetch(args) -> int:
 
     NAME is a model's name from `appliance models list`, `default` (the model a fresh appliance
     runs), or `all`. A file already in the models folder with the right sha256 is left alone. With no network, copy the .tflite files to a USB
-    stick on another computer and use --from. A detector comes with its labels file (coco-ssd: coco_labels.txt),
-    which has no pinned download address: copy it with --from.
+    stick on another computer and use --from. A detector comes with its labels file (coco-ssd: coco_labels.txt,
+    made on install from the labelmap.txt in the model's zip archive, which is downloaded once for both;
+    with --from, the folder holds coco_labels.txt itself).
 
     Example:
       appliance models fetch inat-bird
@@ -90,7 +91,7 @@ def models_fetch(args) -> int:
         if args.edgetpu and entry.edgetpu is None:
             print(f"{entry.name}: no Edge TPU build is pinned in the catalog; fetching the CPU model only")
         try:
-            results = catalog.fetch(entry, models_dir, from_dir=args.from_dir, progress=bar, edgetpu=args.edgetpu)
+            results = model_files.fetch(entry, models_dir, from_dir=args.from_dir, progress=bar, edgetpu=args.edgetpu)
         finally:
             if bar:
                 bar.end_line()
@@ -109,14 +110,14 @@ def models_verify(args) -> int:
       appliance models verify --dir /var/lib/appliance/models
     """
     models_dir = _models_dir(args)
-    results = catalog.verify(models_dir, catalog.load_catalog(args.catalog))
+    results = model_files.verify(models_dir, catalog.load_catalog(args.catalog))
     width = max(len(result.entry.name) for result in results)
     for result in results:
         line = f"{result.status:<8} {result.entry.name:<{width}}  {result.file.filename}"
-        if result.status == catalog.MISMATCH:
+        if result.status == model_files.MISMATCH:
             line += f": expected {result.file.sha256}, got {result.actual_sha256}"
         print(line)
-    mismatched = [r for r in results if r.status == catalog.MISMATCH]
+    mismatched = [r for r in results if r.status == model_files.MISMATCH]
     if mismatched:
         print(f"{len(mismatched)} file(s) in {models_dir} do not match the catalog; fetch them again "
               "with `appliance models fetch NAME`", file=sys.stderr)
@@ -129,7 +130,7 @@ def _models_dir(args) -> Path:
 
 
 class _ProgressBar:
-    """``catalog.fetch``'s progress callback: one self-overwriting line on stderr per file."""
+    """``model_files.fetch``'s progress callback: one self-overwriting line on stderr per file."""
 
     def __init__(self):
         self.name, self.started, self.drawn = None, 0.0, 0.0

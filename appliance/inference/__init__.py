@@ -6,6 +6,8 @@
 * ``detector`` — ``Detector``: boxes of objects in a frame, from SSD models with
   ``TFLite_Detection_PostProcess`` outputs; the crops it leads to are cut by ``pipeline.detections``.
 * ``labels`` — labels from a model's own metadata or a labels file; whether a file is a TFLite model at all.
-* ``catalog`` — the models catalog (classifiers and detectors): names, canonical URLs, sha256, download
-  and verify; which catalog model a file is, and whether it is damaged.
+* ``catalog`` — the models catalog (classifiers and detectors): names, canonical URLs, sha256; which
+  catalog model a file is, and whether it is damaged.
+* ``model_files`` — fetching (downloads, zip members, a labelmap made into a labels file), installing
+  only on a matching sha256, verifying.
 """

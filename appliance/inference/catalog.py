@@ -1,11 +1,10 @@
 """The models catalog: which classifiers and detectors the appliance knows, where they come from, their sha256.
 
 The catalog is ``models/catalog.toml`` in the repository; the wheel ships it as
-``appliance/data/catalog.toml``. A model file is installed only once its sha256 matches the catalog,
-so a truncated download or a changed mirror never reaches the classifier. Fetching works offline
-too: ``fetch(entry, models_dir, from_dir=...)`` copies from a folder (a USB stick) with the same check.
-A model published only inside a zip archive (``member``) is downloaded whole and the member installed,
-checked against the member's own sha256; a model with no labels inside it has its labels file pinned too.
+``appliance/data/catalog.toml``. ``load_catalog`` reads and checks it; ``model_files`` fetches,
+installs and verifies the files it pins. A model published only inside a zip archive names its
+``member``; a model with no labels inside it has its labels file pinned too, possibly made on install
+from another ``format`` (``LABELMAP``: TensorFlow's one name a line).
 
 At every start the classifier checks its model file the same way (``identify_model``): a file named
 like a catalog model whose sha256 differs is damaged and refused, and the model's keep rule
@@ -14,33 +13,20 @@ like a catalog model whose sha256 differs is damaged and refused, and the model'
 
 from __future__ import annotations
 
-import hashlib
-import http.client
-import logging
 import os
 import re
-import tempfile
 import tomllib
-import urllib.error
-import urllib.request
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Mapping
+from typing import Mapping
 
 import appliance
 from appliance.errors import CatalogError, ConfigError, ModelError
-from appliance.storage.files import atomic_file, sha256_file
-
-log = logging.getLogger(__name__)
 
 MODELS_DIR_ENV = "APPLIANCE_MODELS_DIR"
 DEVICE_MODELS_DIR = Path("/var/lib/appliance/models")  # created by the device image
-OK, MISMATCH, MISSING = "ok", "mismatch", "missing"
 CLASSIFIER, DETECTOR = "classifier", "detector"  # an entry's kind
-Progress = Callable[[str, int, "int | None"], None]  # (file name, bytes done, total bytes if known)
-
-_CHUNK, _TIMEOUT_S = 1 << 16, 30  # bytes per read; seconds a silent server is given
+LABELMAP = "labelmap"  # a labels file's format: one name a line, line i naming id i, "???" for an unused id
 
 
 def _matches(regex: str, allowed: str):
@@ -54,7 +40,8 @@ _FILE_SPEC = {"filename": _matches(r"[A-Za-z0-9][A-Za-z0-9._-]*\.tflite", "a NAM
               "url": _matches(r"https?://\S+", "an http(s) URL"),
               "sha256": _matches(r"[0-9a-f]{64}", "64 lowercase hex digits"),
               "member": _matches(r"[^/\s][^\s]*", "the name of the file inside the zip archive at url")}
-_LABELS_SPEC = {**_FILE_SPEC, "filename": _matches(r"[A-Za-z0-9][A-Za-z0-9._-]*\.txt", "a NAME.txt file name")}
+_LABELS_SPEC = {**_FILE_SPEC, "filename": _matches(r"[A-Za-z0-9][A-Za-z0-9._-]*\.txt", "a NAME.txt file name"),
+                "format": (lambda v: v == LABELMAP, f"{LABELMAP!r} (the only conversion known)")}
 _KEEP_SPEC = {"labels": _PATTERNS, "ignore": _PATTERNS,
               "min_score": (lambda v: type(v) in (int, float) and 0 <= v <= 1, "a number from 0 to 1")}
 _ENTRY_SPEC = {"name": _matches(r"(?!(?:all|default)$)[a-z0-9][a-z0-9._-]*",  # `models fetch all|default` are commands
@@ -86,11 +73,14 @@ class ModelFile:
 
     ``member`` names the file inside the zip archive at ``url`` when it is published only in one;
     ``url`` is empty for a file whose download address is not pinned (it is copied with --from only).
+    ``format`` (a labels file's) is what the downloaded file is and is converted from on install
+    (``LABELMAP``); ``sha256`` is always the installed file's, which is what --from copies.
     """
     filename: str
     url: str
     sha256: str
     member: str = ""
+    format: str = ""
 
 
 @dataclass(frozen=True)
@@ -145,24 +135,6 @@ class Catalog:
     def find_by_edgetpu_sha256(self, sha256: str) -> ModelEntry | None:
         """The entry whose pinned Edge TPU build has this sha256."""
         return next((e for e in self.entries if e.edgetpu and e.edgetpu.sha256 == sha256.lower()), None)
-
-
-@dataclass(frozen=True)
-class FetchResult:
-    """What ``fetch`` did with one file: installed it, or found it already there and left it."""
-    file: ModelFile
-    path: Path
-    was_present: bool
-
-
-@dataclass(frozen=True)
-class VerifyResult:
-    """One catalog file checked in a models folder: ``ok``, ``mismatch`` or ``missing``."""
-    entry: ModelEntry
-    file: ModelFile
-    path: Path
-    status: str
-    actual_sha256: str | None = None
 
 
 def default_catalog_path() -> Path:
@@ -221,7 +193,10 @@ def _entry(table, index: int, source: str) -> ModelEntry:
     if tpu is not None:
         tpu = ModelFile(**_check(tpu, _FILE_SPEC, source, f"{where}: edgetpu", ("member",)))
     if labels is not None:
-        labels = ModelFile(**{"url": "", **_check(labels, _LABELS_SPEC, source, f"{where}: labels", ("url", "member"))})
+        labels = ModelFile(**{"url": "", **_check(labels, _LABELS_SPEC, source, f"{where}: labels",
+                                                  ("url", "member", "format"))})
+        if labels.format and not labels.url:
+            raise CatalogError(f"{source}: {where}: labels: format: converts a download, but no url is given")
     return ModelEntry(
         name=name, filename=table["filename"], url=table["url"], sha256=table["sha256"],
         input_size=tuple(table["input_size"]), licence=table["licence"],
@@ -242,51 +217,6 @@ def _check(table, spec: dict, source: str, where: str, optional=()) -> dict:
         if spec[key] is not None and not spec[key][0](value):
             raise CatalogError(f"{source}: {where}: {key}: {value!r} is not {spec[key][1]}")
     return table
-
-
-def fetch(entry: ModelEntry, models_dir: str | Path, from_dir: str | Path | None = None,
-          progress: Progress | None = None, edgetpu: bool = False) -> list[FetchResult]:
-    """Install ``entry``'s model file (and its Edge TPU build if ``edgetpu``) into ``models_dir``.
-
-    Downloads from the catalog's URL, or copies from ``from_dir`` when given. Either way the bytes
-    are hashed as they stream into a temporary file that becomes the model file only if its sha256
-    matches; otherwise nothing is installed and a ``CatalogError`` says expected, got and the source.
-    A file already present with the right sha256 is left alone. ``progress(file name, bytes done,
-    total bytes or None)`` is called after every chunk.
-    """
-    results = []
-    for file in entry.files(edgetpu):
-        target = Path(models_dir) / file.filename
-        if target.is_file() and sha256_file(target) == file.sha256:
-            log.debug("%s is already present with the right sha256; skipped", target)
-            results.append(FetchResult(file, target, was_present=True))
-            continue
-        if target.exists():
-            log.warning("%s has the wrong sha256; replacing it", target)
-        if from_dir is None and not file.url:
-            raise CatalogError(f"{file.filename}: the catalog pins no download address for it, only its sha256: copy "
-                               f"it to a folder and run `appliance models fetch {entry.name} --from DIR`")
-        if from_dir is None:
-            _download(file, target, progress)
-        else:
-            _copy(Path(from_dir) / file.filename, file, target, progress)
-        log.debug("installed %s (sha256 ok)", target)
-        results.append(FetchResult(file, target, was_present=False))
-    return results
-
-
-def verify(models_dir: str | Path, catalog: Catalog | None = None) -> list[VerifyResult]:
-    """Recompute the sha256 of every catalog file (Edge TPU builds too) found in ``models_dir``."""
-    results = []
-    for entry in (catalog or load_catalog()).entries:
-        for file in entry.files(edgetpu=True):
-            path = Path(models_dir) / file.filename
-            if not path.is_file():
-                results.append(VerifyResult(entry, file, path, MISSING))
-                continue
-            actual = sha256_file(path)
-            results.append(VerifyResult(entry, file, path, OK if actual == file.sha256 else MISMATCH, actual))
-    return results
 
 
 def identify_model(path: str | Path, sha256: str, catalog: Catalog | None = None) -> ModelEntry | None:
@@ -325,72 +255,3 @@ def keep_defaults(entry: ModelEntry | None, keep_config, model_path: str | Path,
                           "(`appliance models list`), so it has no keep rule of its own",
                           'the labels to keep, such as ["*Owl*"]; with ["*"], set keep.ignore and keep.min_score too')
     return None
-
-
-def _copy(source: Path, file: ModelFile, target: Path, progress: Progress | None) -> None:
-    try:  # _install turns its own OSErrors into CatalogErrors: what reaches here is opening the source
-        with source.open("rb") as f:
-            _install(f, os.fstat(f.fileno()).st_size, file, target, str(source), progress)
-    except OSError as e:
-        raise CatalogError(f"{source}: cannot copy {file.filename} from here ({e.strerror})") from None
-
-
-def _download(file: ModelFile, target: Path, progress: Progress | None) -> None:
-    request = urllib.request.Request(file.url, headers={"User-Agent": f"appliance/{appliance.__version__}"})
-    try:
-        with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
-            if file.member:
-                _install_member(response, file, target, progress)
-            else:
-                _install(response, response.length, file, target, file.url, progress)  # length: Content-Length
-    except urllib.error.HTTPError as e:
-        raise CatalogError(f"{file.url}: download failed: HTTP {e.code} {e.reason}") from None
-    except urllib.error.URLError as e:
-        raise CatalogError(f"{file.url}: cannot download ({e.reason}); with no network, copy the file "
-                           "to a folder and fetch with --from DIR") from None
-    except (OSError, http.client.HTTPException) as e:  # the server hung up or timed out before replying
-        raise CatalogError(f"{file.url}: download failed ({e!r})") from None
-
-
-def _install_member(response, file: ModelFile, target: Path, progress: Progress | None) -> None:
-    """Download the zip archive at ``file.url`` into a temporary file (gone once closed), then install its member."""
-    source = f"{file.url}!{file.member}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile(dir=target.parent) as archive:
-        done, total = 0, response.length  # Content-Length; response.length counts down as it is read
-        while chunk := response.read(_CHUNK):
-            archive.write(chunk)
-            done += len(chunk)
-            if progress:
-                progress(file.filename, done, total)
-        try:
-            with zipfile.ZipFile(archive) as zipped, zipped.open(file.member) as member:
-                _install(member, zipped.getinfo(file.member).file_size, file, target, source, None)
-        except KeyError:
-            raise CatalogError(f"{file.url}: the archive holds no {file.member}; nothing was installed") from None
-        except (zipfile.BadZipFile, EOFError):
-            raise CatalogError(f"{file.url}: not a whole zip archive ({done} bytes); nothing was installed") from None
-
-
-def _install(stream: BinaryIO, total: int | None, file: ModelFile, target: Path, source: str,
-             progress: Progress | None) -> None:
-    """Stream into ``target`` through a temporary file, hashing; rename only if the sha256 matches."""
-    digest, done = hashlib.sha256(), 0
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(target) as out:
-            while chunk := stream.read(_CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-                done += len(chunk)
-                if progress:
-                    progress(file.filename, done, total)
-            # http.client returns a short body without complaint when the server hangs up early.
-            if total is not None and done != total:
-                raise CatalogError(f"{source}: truncated: got {done} of {total} bytes; nothing was installed")
-            if (actual := digest.hexdigest()) != file.sha256:
-                raise CatalogError(f"{source}: sha256 mismatch for {file.filename}: expected {file.sha256}, "
-                                   f"got {actual}; nothing was installed")
-    except (OSError, http.client.HTTPException) as e:  # a reset or timeout mid-transfer, a full disk
-        raise CatalogError(f"{source}: fetching into {target} failed after {done} bytes ({e!r}); "
-                           "nothing was installed") from None

@@ -1,5 +1,6 @@
 """Checks that need more than a type and a range: [system] values (host name, time zone, Wi-Fi, SSH
-keys, password hashes), pins that must not collide, Wi-Fi keys that only work together.
+keys, password hashes), pins that must not collide, Wi-Fi keys that only work together, best-N limits
+that must leave room for each other.
 
 A value check returns the value, perhaps normalised, or raises ``ValueError(problem)``; the loader
 turns that into a ``ConfigError`` naming the file and the key.
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 from appliance.errors import ConfigError
 
 if TYPE_CHECKING:  # annotations only: the schema imports these checks
-    from appliance.config.schema import GpioConfig, SystemConfig
+    from appliance.config.schema import GpioConfig, StorageConfig, SystemConfig
 
 SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
                  "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
@@ -128,3 +129,12 @@ def check_system(system: SystemConfig, source) -> None:
     if system.wifi_passphrase and not system.wifi_ssid:
         raise ConfigError(source, "system.wifi_passphrase", "set, but system.wifi_ssid is empty",
                           "set wifi_ssid too, or leave wifi_passphrase empty")
+
+
+def check_storage(storage: StorageConfig, source) -> None:
+    """An overall best-N limit that leaves room for the per-day one."""
+    per_day, overall = storage.best_per_label_per_day, storage.best_per_label
+    if per_day and overall and overall < per_day:
+        raise ConfigError(source, "storage.best_per_label",
+                          f"{overall} is fewer than storage.best_per_label_per_day ({per_day}), which could then never be reached",
+                          f"0 (no overall limit) or at least {per_day}")

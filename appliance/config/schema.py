@@ -82,6 +82,10 @@ class StorageConfig:
     min_free_bytes: int = _key(500_000_000, "Free space to leave on the data filesystem.", min=0, size=True)
     when_full: str = _key("stop", "At the quota or floor: stop keeping, or evict the oldest items even if not yet offloaded or synced (never starred ones).",
                           choices=("stop", "evict-oldest"))
+    best_per_label_per_day: int = _key(0, "Keep at most this many matches of each label per UTC day: a better keep replaces the worst, a worse one is not kept; 0 turns it off.",
+                                       min=0, max=1_000_000)
+    best_per_label: int = _key(0, "Keep at most this many matches of each label in all, the same way; 0 turns it off.", min=0, max=1_000_000)
+    replace_not_taken_off: bool = _key(False, "A better keep may replace one not yet offloaded or synced; with false only items taken off are replaced, and while none of a label's N is, its new keeps are refused. Never a starred or relabelled item.")
     jpeg_quality: int = _key(90, "JPEG quality of kept images.", min=10, max=100)
     thumbnail_px: int = _key(320, "Longest side of each thumbnail, in pixels.", min=32, max=2048)
     writer_queue: int = _key(8, "Keeps waiting to be written before new keeps are dropped (and counted).", min=1, max=1000)

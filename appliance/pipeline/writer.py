@@ -4,6 +4,13 @@ The queue between the loop and the writer is bounded. When it is full the loop d
 camera never waits for the SD card) and counts it as ``writer-behind``. Before each write the writer
 applies retention: evict what the rules allow, or refuse the keep and report storage full.
 
+With a best-N limit set (``storage.best_per_label_per_day``, ``storage.best_per_label``) the writer
+first asks the rule (``retention.plan_best_n``) whether the keep is good enough, before encoding it,
+so a refused keep costs one query and no JPEG (counted ``not-best`` or ``best-n-protected``). The keep
+it replaces is deleted only once the new one is durable (counted ``replaced-better``), chosen again
+at that moment, since the page may have starred or relabelled it meanwhile. The rule reads SQLite, so
+it runs here, on the writer's thread: capture and inference never wait on it.
+
 What one keep writes, in this order, so that a crash or a power cut at any point leaves something
 start-up reconciliation settles (``storage.reconcile``) and never a row without its file:
 
@@ -30,6 +37,7 @@ from PIL import Image
 from appliance.clock import clock_source, utc_iso
 from appliance.pipeline.frames import Classification, Keep, MainImage
 from appliance.storage import retention
+from appliance.storage.best_n import best_n_scopes
 from appliance.storage.images import encode_jpeg, kept_jpeg, make_thumbnail, thumbnail_of_file  # noqa: F401
 from appliance.storage.store import Store
 
@@ -123,10 +131,17 @@ class Writer:
                 log.exception("could not store a keep of %s", job.decision.label)
 
     def write(self, job: KeepJob) -> int | None:
-        """Encode, apply retention, and store one keep; returns the new row id, or None if full."""
+        """Apply the best-N rule, encode, apply retention, store one keep, then delete the keep it
+        replaces; returns the new row id, or None if the keep was refused (not best, or full)."""
+        captured_at = utc_iso(job.captured_at_s, "milliseconds")
+        best = self._best_n(job.decision, captured_at)
+        if best.refused:
+            self.counts[best.refused] += 1
+            log.debug("not kept (%s): %s %.2f", best.refused, job.decision.label, job.decision.score)
+            return None
         image = Image.fromarray(job.main.array())
         record = {
-            "captured_at": utc_iso(job.captured_at_s, "milliseconds"), "clock_source": clock_source(),
+            "captured_at": captured_at, "clock_source": clock_source(),
             "label": job.decision.label, "score": job.decision.score,
             "top_k": json.dumps(job.classification.top_k), "kind": job.decision.kind,
             "reason": job.decision.reason, "model_name": self.model.name, "model_sha256": self.model.sha256,
@@ -136,13 +151,38 @@ class Writer:
         image_bytes = kept_jpeg(image, self.config.jpeg_quality, record)
         thumb_bytes = make_thumbnail(image, self.config.thumbnail_px)
         # The quota counts kept images' bytes, as the store does; thumbnails (~2 % more) are not counted.
-        if not self._make_room(len(image_bytes)):
+        # The keep this one replaces is deleted just after it, so its bytes count as freed: at the quota,
+        # a better keep still takes a worse one's place.
+        replaced = self.store.get(best.replace_id) if best.replace_id is not None else None
+        if not self._make_room(len(image_bytes) - (replaced["bytes"] if replaced else 0)):
             return None
         row_id = self.store.add(record, image_bytes, thumb_bytes)
         log.info("kept %s %.2f (%s) from %s", record["label"], record["score"], record["kind"], record["source"])
         self.kept += 1
         self.last_keep = dict(record, id=row_id)
+        if best.replace_id is not None:
+            self._replace_worse(job.decision, captured_at, row_id)
         return row_id
+
+    def _best_n(self, decision: Keep, captured_at: str, new_id: int | None = None) -> retention.BestN:
+        config = self.config
+        if decision.kind != "match" or not (config.best_per_label_per_day or config.best_per_label):
+            return retention.BestN()
+        scopes = best_n_scopes(self.store, decision.label, captured_at, config.best_per_label_per_day,
+                               config.best_per_label, exclude_id=new_id)
+        return retention.plan_best_n(decision.score, scopes, config.replace_not_taken_off)
+
+    def _replace_worse(self, decision: Keep, captured_at: str, new_id: int) -> None:
+        """Delete the worst keep that the durable keep ``new_id`` replaces, chosen again now: the page
+        may have starred, relabelled or deleted the one chosen before encoding."""
+        best = self._best_n(decision, captured_at, new_id)
+        if best.replace_id is not None and self.store.delete([best.replace_id]):
+            self.counts[retention.REPLACED_BETTER] += 1
+            log.info("kept %s %.2f in place of item %d, a worse keep of its label", decision.label,
+                     decision.score, best.replace_id)
+        elif best.refused:  # a rival was starred or relabelled while this keep was encoded: it stays too
+            log.info("kept %s %.2f over its best-N limit: nothing worse may be replaced now (%s)",
+                     decision.label, decision.score, best.refused)
 
     def _make_room(self, incoming_bytes: int) -> bool:
         need = self._bytes_needed(incoming_bytes)

@@ -6,7 +6,9 @@
   proves it complete, its thumbnail.
 * ``store`` — the SQLite store (WAL) of kept items; its durable write order: image, thumbnail, row.
 * ``reconcile`` — start-up reconciliation of rows and files (``reconcile_data_dir`` on a data dir alone).
-* ``retention`` — which items to evict under a quota or a free-space floor: a pure choice.
+* ``retention`` — which items to evict under a quota or a free-space floor, and which to replace
+  under the best-N rule: pure choices.
+* ``best_n`` — the best-N rule's one read of a label's keeps (that day, or all).
 * ``activity`` — keeps per hour or day for the page's chart.
 
 Core: imports no Flask, gpiozero, picamera2 or LiteRT.

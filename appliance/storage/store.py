@@ -53,6 +53,8 @@ COUNT_MAX_AGE_S = 5.0  # the status API's item count: see count()
 RESERVE_NAME = ".reserve"
 RESERVE_BYTES = 4 * 1024 * 1024  # given back on a full card: room to open, delete and mark
 OPEN_NEEDS_BYTES = 512 * 1024  # less free than this and the store does not try to open
+# A capture is taken off the device: offloaded to USB or synced to a laptop (an upload will join here).
+TAKEN_OFF_SQL = "(offloaded_at is not null or synced_at is not null)"
 
 COLUMNS = {
     "id": int, "captured_at": str, "clock_source": str, "label": str, "score": float, "top_k": str,
@@ -239,8 +241,7 @@ class Store:
         """Captures oldest first as ``(id, bytes, is_starred, is_taken_off)``, for retention to choose from."""
         with self._lock:
             cursor = self.db.execute(
-                "select id, bytes, starred, (offloaded_at is not null or synced_at is not null) "
-                "from captures where missing = 0 order by captured_at, id")
+                f"select id, bytes, starred, {TAKEN_OFF_SQL} from captures where missing = 0 order by captured_at, id")
             rows = cursor.fetchall()
         return [(i, b, bool(s), bool(t)) for i, b, s, t in rows]
 

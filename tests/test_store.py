@@ -149,3 +149,13 @@ def test_the_status_count_may_be_a_few_seconds_old_but_this_process_s_changes_re
     assert store.count(max_age_s=60) == 3  # this process's own keep refreshes it at once
     store.delete([third])
     assert store.count(max_age_s=60) == 2  # and its delete
+
+
+def test_retention_s_delete_spares_an_item_starred_since_it_was_chosen(store):
+    rec = record()
+    row_id = store.add(rec, jpeg(rec), b"thumb")
+    image = store.data_dir / store.get(row_id)["image_path"]
+    store.set_starred(row_id, True)  # the page stars it after retention chose it
+    assert store.delete([row_id], keep_starred=True) == 0
+    assert store.get(row_id) is not None and image.is_file()
+    assert store.delete([row_id]) > 0 and store.get(row_id) is None  # the owner's own delete takes it

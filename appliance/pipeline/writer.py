@@ -176,7 +176,7 @@ class Writer:
         """Delete the worst keep that the durable keep ``new_id`` replaces, chosen again now: the page
         may have starred, relabelled or deleted the one chosen before encoding."""
         best = self._best_n(decision, captured_at, new_id)
-        if best.replace_id is not None and self.store.delete([best.replace_id]):
+        if best.replace_id is not None and self.store.delete([best.replace_id], keep_starred=True):
             self.counts[retention.REPLACED_BETTER] += 1
             log.info("kept %s %.2f in place of item %d, a worse keep of its label", decision.label,
                      decision.score, best.replace_id)
@@ -200,7 +200,7 @@ class Writer:
             self._refused_at_s = time.monotonic()
             return False
         if plan.evict_ids:
-            freed = self.store.delete(plan.evict_ids)
+            freed = self.store.delete(plan.evict_ids, keep_starred=True)
             self.counts["evicted"] += len(plan.evict_ids)
             log.info("retention evicted %d oldest items (%d bytes)", len(plan.evict_ids), freed)
         if self.is_full:

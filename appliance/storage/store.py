@@ -172,27 +172,31 @@ class Store:
             candidate, n = folder / f"{stem}_{n}.jpg", n + 1
         return candidate
 
-    def delete(self, ids) -> int:
+    def delete(self, ids, keep_starred: bool = False) -> int:
         """Delete captures' rows and files; returns the bytes freed.
 
         The rows go, and their files' paths are written down (``deleting``), in one transaction;
         then the files are unlinked and the paths let go. A power cut before the transaction leaves
         everything; after it, start-up's reconciliation (``finish_deletes``) unlinks what is left,
-        so a delete is never undone (its file re-indexed) nor left half-done (a row marked missing)."""
-        rows = self.rows_by_id(ids)
-        paths = [relative for row in rows for relative in (row["image_path"], row["thumb_path"]) if relative]
+        so a delete is never undone (its file re-indexed) nor left half-done (a row marked missing).
+        ``keep_starred`` (retention's and the best-N rule's deletes) spares a row starred in the
+        meantime, by the page in its own process: the check is part of each row's delete."""
+        rows, deleted = self.rows_by_id(ids), []
+        spare = " and starred = 0" if keep_starred else ""
         with self._lock:
             with self.db.conn:
-                self.db["deleting"].insert_all(({"path": p} for p in paths), replace=True)
                 for row in rows:
-                    self.db["captures"].delete(row["id"])
+                    if self.db.conn.execute(f"delete from captures where id = ?{spare}", [row["id"]]).rowcount:
+                        deleted.append(row)
+                paths = [relative for row in deleted for relative in (row["image_path"], row["thumb_path"]) if relative]
+                self.db["deleting"].insert_all(({"path": p} for p in paths), replace=True)
             self._labels = self._count = None
-            for row in rows:
+            for row in deleted:
                 if not row["missing"]:
                     self.used_bytes -= row["bytes"]
                     self.audit_bytes -= row["bytes"] if row["kind"] == "audit" else 0
         self._unlink(paths)
-        return sum(row["bytes"] for row in rows)
+        return sum(row["bytes"] for row in deleted)
 
     def finish_deletes(self) -> list[str]:
         """Unlink the files of deletes a power cut interrupted (see ``delete``); their paths."""

@@ -108,7 +108,7 @@ say "replaying $STATES crash states and checking each"
 mkdir -p "$REPO/build"
 status=0
 "$PYTHON" "$IMAGE_DIR/powercut/check.py" "$WORK/log.img" "$DISK_BYTES" "$DATA_BYTES" --states "$STATES" --seed "$SEED" \
-    --json "$WORK/check.json" || status=$?
+    --json "$WORK/check.json" > >(tee "$WORK/check.out") || status=$?
 figures="$REPO/build/powercut${BREAK:+-$BREAK}.json"
 [ -n "$BREAK" ] || [ "$DATA_FS" = ext4 ] || figures="$REPO/build/powercut-$DATA_FS.json"
 "$PYTHON" - "$WORK/record.json" "$WORK/check.json" "$BREAK" "$record_s" > "$figures" <<'PY'
@@ -120,7 +120,10 @@ PY
 if [ -n "$BREAK" ]; then
     [ "$status" -ne 0 ] || die "break $BREAK was NOT caught: every crash state passed"
     [ "$status" -eq 3 ] || die "the checks themselves failed (exit $status), so break $BREAK proves nothing"
-    say "break $BREAK caught (crash states failed, as they must)"
+    signature=$(python3 "$IMAGE_DIR/powercut/breaks.py" --signature "$BREAK")
+    caught=$(grep -c -F -- "$signature" <(grep '^  FAIL state' "$WORK/check.out") || true)
+    [ "$caught" -gt 0 ] || die "crash states failed, but none for the reason break $BREAK must cause ('$signature')"
+    say "break $BREAK caught: $caught crash states failed with '$signature'"
     exit 0
 fi
 [ "$status" -ne 3 ] || die "the power-cut harness found crash states that fail (above)"

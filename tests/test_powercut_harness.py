@@ -102,3 +102,12 @@ def test_the_checker_tells_a_partition_without_a_journal(tmp_path, data_fs, jour
     image.write_bytes(bytes(8 << 20))
     subprocess.run(["mkfs.ext4", "-q", "-F", *record.MKFS_OPTIONS[data_fs], str(image)], check=True)
     assert check.has_journal(image) is journal
+
+
+def test_each_break_says_what_failure_it_must_cause_and_check_py_words_it_so():
+    """A break is caught only by its own failure (e2fsck's repair without a journal can fail states
+    for another reason): each signature is text check.py really prints."""
+    source = (REPO / "image" / "powercut" / "check.py").read_text()
+    assert set(breaks.SIGNATURES) == set(breaks.BREAKS)
+    for signature in breaks.SIGNATURES.values():
+        assert signature in source

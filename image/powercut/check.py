@@ -205,7 +205,7 @@ def check_state(replay: Replay, index: int, data_bytes: int, disk_bytes: int, wo
     if not has_journal(data_img):
         repaired = subprocess.run(["e2fsck", "-fy", str(data_img)], capture_output=True, text=True)
         lines = repaired.stdout.splitlines()
-        state.fsck_cleared = "; ".join(f"{lines[i - 1].strip()} {lines[i - 2].strip()}" for i, line in enumerate(lines)
+        state.fsck_cleared = "; ".join(f"{lines[i - 2].strip()} {lines[i - 1].strip()}" for i, line in enumerate(lines)
                                        if line.startswith("Clear? yes") and i >= 2)
         if repaired.returncode & ~3:  # 1: errors corrected, 2: corrected, reboot; anything else: not repaired
             said = (repaired.stdout + repaired.stderr).strip().splitlines()

@@ -263,7 +263,7 @@ def test_classify_without_a_detector_refuses_the_detectors_options(capsys):
     with pytest.raises(SystemExit) as exited:
         main(["classify", "--targets", "bird", "--model", str(BIRD_MODEL), str(IMAGES / "bird.bmp")])
     assert exited.value.code == 2
-    assert "--detector-labels, --targets and --min-score go with --detector" in capsys.readouterr().err
+    assert "--detector-labels, --targets, --min-score and --tiles go with --detector" in capsys.readouterr().err
 
 
 def test_classify_says_which_model_is_in_the_wrong_place(capsys):

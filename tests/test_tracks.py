@@ -9,8 +9,7 @@ import pytest
 
 from appliance.pipeline.detections import Box, Detection
 from appliance.pipeline.frames import Discard, Keep
-from appliance.pipeline.tracks import (REASONS, Observation, Tracker, TrackRule, centre_jump, iou,
-                                       random_event_id)
+from appliance.pipeline.tracks import REASONS, Observation, Tracker, TrackRule, centre_jump, random_event_id
 
 EVERY_S = 0.25  # four frames a second, about what a two-stage loop manages on a Pi
 
@@ -253,17 +252,6 @@ def test_event_ids_are_uuid4_hex_and_stable_for_a_track():
 
 def test_reasons_lists_every_reason_of_its_own_once():
     assert sorted(REASONS) == sorted({"match", "track-unconfirmed", "track-not-best"})
-
-
-@pytest.mark.parametrize("a, b, expected", [
-    (Box(0.0, 0.0, 0.1, 0.1), Box(0.0, 0.0, 0.1, 0.1), 1.0),
-    (Box(0.0, 0.0, 0.1, 0.1), Box(0.05, 0.0, 0.15, 0.1), 1 / 3),
-    (Box(0.0, 0.0, 0.1, 0.1), Box(0.1, 0.0, 0.2, 0.1), 0.0),  # touching edges
-    (Box(0.0, 0.0, 0.2, 0.2), Box(0.05, 0.05, 0.15, 0.15), 0.25),  # one inside the other
-    (Box(0.3, 0.3, 0.3, 0.3), Box(0.3, 0.3, 0.3, 0.3), 0.0),  # no size
-])
-def test_iou(a, b, expected):
-    assert iou(a, b) == pytest.approx(expected) and iou(b, a) == pytest.approx(expected)
 
 
 def test_the_centre_jump_is_in_box_sizes_along_each_axis():

@@ -12,7 +12,9 @@ so a labels file numbered by id (``16 bird``, or TensorFlow's ``labelmap.txt`` w
 ``0 person``: its label 0 is a real name) gives ``labels[c]``.
 
 The model is loaded as the classifier's is (``runtime.open_model``: catalog check, TFLite check,
-threads, Coral Edge TPU), and a frame is area-averaged to the model's input as the camera's ISP would.
+threads, Coral Edge TPU), and a frame is area-averaged to the model's input as the camera's ISP would;
+or, given a ``TileGrid``, each tile of the full-resolution frame is, for subjects too small for the whole
+frame, and what the tiles found is merged (``detections.suppress``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from appliance.cameras.convert import area_average
 from appliance.errors import ModelError
 from appliance.inference.labels import load_labels
 from appliance.inference.runtime import input_lut, open_model
-from appliance.pipeline.detections import Box, Detection, DetectionResult, TileGrid, from_tile, suppress, tile_regions
+from appliance.pipeline.detections import (Box, Detection, DetectionResult, TileGrid, from_tile, is_cut, suppress,
+                                           tile_regions)
 
 log = logging.getLogger(__name__)
 
@@ -154,22 +157,24 @@ class Detector:
         """The detections in one RGB ``uint8`` frame (rows, columns, 3), boxes relative to the frame, best first.
 
         Without ``grid``, the whole field of view is area-averaged to the model's input: one inference.
-        With it, each tile of the full-resolution frame is (and the whole frame too, if the grid says so),
-        and what they found of one subject is merged (``suppress``): a subject a tile holds is seen
-        ``cols`` (``rows``) times larger than on the whole frame, for one inference a tile.
+        With it, so is each tile of the frame at its full resolution (and the whole frame too, if the grid
+        says so), and what they found of one subject is one detection (``suppress``): a subject fills
+        about ``cols`` times more of the detector's input on a tile than on the whole frame, for one
+        inference a tile. The result says how many inferences the frame cost, and how long they took.
         """
+        started = time.perf_counter()
         if grid is None:
-            started = time.perf_counter()
             found = self._detections(image)
             return DetectionResult(tuple(found), (time.perf_counter() - started) * 1000.0, self.backend)
-        started = time.perf_counter()
         size = (image.shape[1], image.shape[0])
         found = self._detections(image) if grid.includes_whole_frame else []
+        cut = [False] * len(found)
         for region in tile_regions(size, grid):
             left, top, right, bottom = region
-            found += [replace(d, box=from_tile(d.box, region, size))
-                      for d in self._detections(image[top:bottom, left:right])]
-        return DetectionResult(suppress(found), (time.perf_counter() - started) * 1000.0, self.backend,
+            for detection in self._detections(image[top:bottom, left:right]):
+                found.append(replace(detection, box=from_tile(detection.box, region, size)))
+                cut.append(is_cut(detection.box, region, size))
+        return DetectionResult(suppress(found, cut), (time.perf_counter() - started) * 1000.0, self.backend,
                                grid.inferences)
 
     def _detections(self, image: np.ndarray) -> list[Detection]:

@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from appliance.pipeline.detections import Box, Detection
+from appliance.pipeline.detections import Box, Detection, iou
 from appliance.pipeline.frames import Decision, Discard, Keep
 from appliance.pipeline.policy import MATCH
 
@@ -113,16 +113,6 @@ class FrameTracks:
 
     verdicts: tuple[TrackVerdict, ...]
     ended: tuple[TrackSummary, ...]
-
-
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two boxes: 1 for the same box, 0 for boxes that do not overlap."""
-    width = min(a.right, b.right) - max(a.left, b.left)
-    height = min(a.bottom, b.bottom) - max(a.top, b.top)
-    if width <= 0 or height <= 0:
-        return 0.0
-    overlap = width * height
-    return overlap / (_area(a) + _area(b) - overlap)
 
 
 def centre_jump(a: Box, b: Box) -> float:
@@ -269,10 +259,6 @@ class Tracker:
 
 
 _TINY = 1e-6  # a box of no size still has a size to divide by
-
-
-def _area(box):
-    return max(box.right - box.left, 0.0) * max(box.bottom - box.top, 0.0)
 
 
 def _is_confirmed(track, rule):

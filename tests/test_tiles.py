@@ -158,3 +158,15 @@ def test_the_threshold_is_the_callers():
     a, b = bird(0.0, 0.0, 0.1, 0.1, 0.9), bird(0.05, 0.0, 0.15, 0.1, 0.8)  # IoU 1/3
     assert suppress([a, b]) == (a, b)
     assert suppress([a, b], min_iou=0.3) == (a,)
+
+
+def test_a_part_of_a_big_bird_that_a_tile_boxed_whole_goes_with_the_whole_frames_box():
+    """The chickadee photo on 2x2 tiles: the top-left tile (0.575 of the frame wide) boxes the bird's head,
+    scoring higher than the whole frame's box of all of it, and no tile edge cuts the head's box."""
+    whole, head = bird(0.014, 0.199, 0.979, 0.957, 0.770), bird(0.058, 0.227, 0.555, 0.560, 0.777)
+    tile = (0.575, 0.575)
+    assert suppress([head, whole], seen_in=[tile, None]) == (whole,)
+    assert suppress([head, whole]) == (head, whole)  # without knowing where each was seen: two birds
+    small_tile = bird(0.30, 0.30, 0.40, 0.40, 0.7)  # a small bird a tile saw, in front of a big bird that fits it
+    big = bird(0.2, 0.2, 0.5, 0.5, 0.8)
+    assert suppress([big, small_tile], seen_in=[None, tile]) == (big, small_tile)

@@ -258,3 +258,17 @@ def test_the_centre_jump_is_in_box_sizes_along_each_axis():
     assert centre_jump(Box(0.0, 0.0, 0.1, 0.2), Box(0.15, 0.1, 0.25, 0.3)) == pytest.approx(1.5)
     assert centre_jump(Box(0.0, 0.0, 0.1, 0.2), Box(0.05, 0.5, 0.15, 0.7)) == pytest.approx(2.5)
     assert centre_jump(Box(0.5, 0.5, 0.5, 0.5), Box(0.5, 0.5, 0.5, 0.5)) == 0.0
+
+
+def test_a_keep_the_loop_did_not_make_is_forgotten_and_the_next_good_frame_is_kept_instead():
+    """The keep rule's cooldown, rate cap or duplicate test may refuse a track's keep: the track must not
+    count it as standing, or it would wait for a frame better by better_by before keeping anything."""
+    t = tracker()
+    first = [t.update([seen(0.1)], s * EVERY_S).verdicts[0] for s in range(3)][-1]
+    assert first.decision.is_keep
+    t.forget(first.event_id, first.frame_no)
+    again = t.update([seen(0.11)], 3 * EVERY_S).verdicts[0]
+    assert again.decision.is_keep and again.replaces is None
+    unforgotten = tracker()
+    [unforgotten.update([seen(0.1)], s * EVERY_S) for s in range(3)]
+    assert unforgotten.update([seen(0.11)], 3 * EVERY_S).verdicts[0].decision == Discard("track-not-best")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -105,15 +105,20 @@ def scale_like_isp(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
     return area_average(np.asarray(image), size)
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class FileImage:
-    """A replayed file's main image (the photo, at most ``main_size``), decoded only when a frame is kept."""
+    """A replayed file's main image (the photo, at most ``main_size``), decoded only when a frame needs it
+    (a keep, the detector's crops), then held by this handle: a file shown for several frames
+    (``replay_repeat``) is decoded once for all of them."""
 
     path: Path
     main_size: tuple[int, int] = DEFAULT_MAIN_SIZE
+    _decoded: np.ndarray | None = field(default=None, repr=False)
 
     def array(self) -> np.ndarray:
-        return np.asarray(read_rgb(self.path, self.main_size))
+        if self._decoded is None:
+            self._decoded = np.asarray(read_rgb(self.path, self.main_size))
+        return self._decoded
 
     def detach(self) -> FileImage:
         return self
@@ -122,8 +127,9 @@ class FileImage:
 class ReplayCamera(Camera):
     """Plays image files (or in-memory frames) at ``fps`` frames per second; 0 means as fast as asked."""
 
-    def __init__(self, lores_size, files=(), fps=5.0, loop=True, arrays=(), main_size=DEFAULT_MAIN_SIZE):
+    def __init__(self, lores_size, files=(), fps=5.0, loop=True, arrays=(), main_size=DEFAULT_MAIN_SIZE, repeat=1):
         super().__init__(lores_size)
+        self.repeat = repeat  # frames each image is shown for
         self.files = [Path(f) for f in files]
         self.main_size = tuple(main_size)
         self.fps = fps
@@ -138,21 +144,22 @@ class ReplayCamera(Camera):
     @classmethod
     def from_config(cls, camera_config, lores_size, **options):
         return cls.from_folder(camera_config.replay_dir, lores_size, fps=camera_config.fps,
-                               loop=camera_config.replay_loop, main_size=camera_config.still_size, **options)
+                               loop=camera_config.replay_loop, main_size=camera_config.still_size,
+                               repeat=camera_config.replay_repeat, **options)
 
     @classmethod
-    def from_folder(cls, folder, lores_size, fps=5.0, loop=True, main_size=DEFAULT_MAIN_SIZE):
+    def from_folder(cls, folder, lores_size, fps=5.0, loop=True, main_size=DEFAULT_MAIN_SIZE, repeat=1):
         """A replay of every image file in ``folder``, in name order."""
         folder = Path(folder)
         if not folder.is_dir():
             raise CameraError(f"replay folder {folder} does not exist: set camera.replay_dir to a folder of images")
         files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-        return cls(lores_size, files=files, fps=fps, loop=loop, main_size=main_size)
+        return cls(lores_size, files=files, fps=fps, loop=loop, main_size=main_size, repeat=repeat)
 
     @classmethod
-    def from_arrays(cls, frames, lores_size, fps=0.0, loop=True):
+    def from_arrays(cls, frames, lores_size, fps=0.0, loop=True, repeat=1):
         """A replay of in-memory ``(lores, main, name)`` frames: no decoding at all (for benchmarks)."""
-        return cls(lores_size, arrays=frames, fps=fps, loop=loop)
+        return cls(lores_size, arrays=frames, fps=fps, loop=loop, repeat=repeat)
 
     def start(self) -> None:
         if not self.files and not self._items:
@@ -160,14 +167,15 @@ class ReplayCamera(Camera):
 
     def describe(self) -> str:
         count = len(self.files) or len(self._items)
-        return f"replay: {count} images at {self.fps or 'max'} fps{' (looping)' if self.loop else ''}"
+        held = f", each for {self.repeat} frames" if self.repeat > 1 else ""
+        return f"replay: {count} images{held} at {self.fps or 'max'} fps{' (looping)' if self.loop else ''}"
 
     def frames(self) -> Iterator[Frame]:
         interval_s = 1.0 / self.fps if self.fps else 0.0
         next_s = time.monotonic()
         while not self._stopping.is_set():
             played = 0
-            for lores, main, name in self._each_item():
+            for lores, main, name in self._each_shown():
                 if interval_s:
                     next_s += interval_s
                     delay_s = next_s - time.monotonic()
@@ -186,6 +194,11 @@ class ReplayCamera(Camera):
                                   f"(skipped: {', '.join(self.skipped[:5])}): put photos in camera.replay_dir")
             if not self.loop:
                 return
+
+    def _each_shown(self):
+        for item in self._each_item():
+            for _ in range(self.repeat):
+                yield item
 
     def _each_item(self):
         yield from self._items

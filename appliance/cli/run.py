@@ -11,6 +11,7 @@ from pathlib import Path
 
 from appliance.cli import add_command
 from appliance.config import DEVICE_CONFIG_PATH, Config, load_config
+from appliance.config.checks import valid_tiles
 from appliance.errors import ConfigError, ModelError, WebServerError
 from appliance.inference.catalog import default_models_dir, identify_model, keep_defaults, load_catalog
 from appliance.inference.labels import check_tflite
@@ -38,6 +39,11 @@ def register(subparsers):
     demo.add_argument("--port", type=int, default=8080, help="port of the review page on 127.0.0.1 (default: 8080)")
     demo.add_argument("--password", default=None, help="a password for the review page (default: none, read-only)")
     demo.add_argument("--no-web", action="store_true", help="do not serve the review page")
+    demo.add_argument("--detector", type=Path, default=None, metavar="MODEL",
+                      help="an object detector (such as ssd_mobilenet_v1_1.0_coco_quant.tflite): classify each bird it "
+                           "finds on its own crop, and keep each track's best frame ([detector] in the config)")
+    demo.add_argument("--tiles", default=None, metavar="COLSxROWS",
+                      help="with --detector: also look at a grid of tiles of each frame, such as 4x3, for small birds")
 
 
 def run_command(args) -> int:
@@ -83,6 +89,7 @@ def demo_command(args) -> int:
         # A laptop has no GPIO: gpiozero's mock pins stand in, and the status shows what the LEDs do.
         gpio={"enabled": "on", "pin_factory": "mock", "fault_display_s": 0.0},
     )
+    config = _with_detector(config, args)
     try:
         check_keep_rule(config)
     except ConfigError as e:
@@ -109,6 +116,25 @@ def demo_command(args) -> int:
             web.close()
     print(f"appliance demo: done. List what was kept with:\n  appliance captures --data {data}", file=sys.stderr)
     return code
+
+
+def _with_detector(config: Config, args) -> Config:
+    """``config`` with the demo's --detector and --tiles; each photo is then shown for as many frames as a
+    track needs to be kept (a still replayed once is a bird seen in one frame, which a track never keeps)."""
+    if args.tiles and not args.detector:
+        raise ConfigError("appliance demo", "--tiles", "goes with --detector", "--detector MODEL --tiles COLSxROWS")
+    if not args.detector:
+        return config
+    detector = {"path": str(args.detector.resolve())}
+    if args.tiles:
+        try:
+            detector["tiles"] = valid_tiles(args.tiles)
+        except ValueError as e:
+            raise ConfigError("appliance demo", "--tiles", str(e), "COLSxROWS such as 4x3, 2 to 16 tiles") from None
+    config = config.replace(detector=detector)
+    if config.camera.replay_repeat == 1:
+        config = config.replace(camera={"replay_repeat": config.detector.track_min_frames})
+    return config
 
 
 def check_keep_rule(config: Config) -> None:

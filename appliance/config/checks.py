@@ -84,6 +84,16 @@ def _names_key_type(blob: str, kind: str) -> bool:
     return at == len(raw) and len(fields) >= 2 and fields[0] == kind.encode()
 
 
+def valid_tiles(value: str) -> str:
+    """A grid of detector tiles, ``COLSxROWS`` such as ``4x3``, normalised; "" for none."""
+    if not value.strip():
+        return ""
+    from appliance.pipeline.detections import parse_grid  # numpy only; imported late, the schema loads first
+
+    cols, rows = parse_grid(value)
+    return f"{cols}x{rows}"
+
+
 def valid_login_password(value: str) -> str:
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise ValueError("the value has a control character (a line break, a tab)")

@@ -141,7 +141,7 @@ def _check_value(key, f, value, source):
                 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
             fail(f"{shown} is not [WIDTH, HEIGHT]")
         value = tuple(value)
-    elif kind == (tuple[str, ...] | None):
+    elif kind in (tuple[str, ...] | None, tuple[str, ...]):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             fail(f"{shown} is not a list of strings")
         value = tuple(value)

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.config.checks import (SSH_KEY_TYPES, ssh_key_lines, valid_country, valid_crypt_hash, valid_hostname,
-                                     valid_login_password, valid_passphrase, valid_ssh_keys, valid_ssid, valid_timezone)
+                                     valid_login_password, valid_passphrase, valid_ssh_keys, valid_ssid, valid_tiles,
+                                     valid_timezone)
 
 DEVICE_CONFIG_PATH = Path("/boot/firmware/appliance.toml")
 
@@ -37,6 +38,8 @@ class CameraConfig:
                                        min=64, max=9152)
     replay_dir: str = _key("/var/lib/appliance/replay", "Folder of images the replay camera plays (JPEG, PNG, BMP, WebP).")
     replay_loop: bool = _key(True, "Start again from the first image after the last one.")
+    replay_repeat: int = _key(1, "Frames each replayed image is shown for, as a camera sees a subject that stays a while (the detector's tracks need detector.track_min_frames of them).",
+                              min=1, max=1000)
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,25 @@ class KeepConfig:
     audit_one_in: int = _key(0, "Keep 1 in this many discarded frames, marked audit, to measure misses later; 0 turns it off.",
                              min=0, max=1000000)
     audit_budget_bytes: int = _key(100_000_000, "Most bytes audit keeps may use on the card.", min=0, size=True)
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    path: str = _key("", "A TFLite object detector (an SSD with TFLite_Detection_PostProcess, such as coco-ssd in `appliance models list`) that finds the subjects the classifier then names, each on its own crop; empty: none, the classifier sees the whole frame.")
+    labels: str = _key("", "The detector's labels file; empty takes the catalog's beside the model, else those embedded in it.")
+    targets: tuple[str, ...] = _key(("bird",), "The detector's labels whose boxes are classified, such as [\"bird\"]; [] takes every label.")
+    min_score: float = _key(0.75, "Lowest detection score a box needs: on the shared photos 0.5 let a dragonfly through as a bird, 0.75 nothing that was not one.",
+                            min=0.0, max=1.0)
+    classify_crops: bool = _key(True, "Classify each box's square crop of the full image (the keep rule applies to the crop's label); false keeps boxes by the detector's label and score.")
+    tiles: str = _key("", "Also run the detector on a grid of overlapping tiles of the full image, such as \"4x3\" (one inference a tile), to find subjects too small for the whole frame; empty: the whole frame only.",
+                      check=valid_tiles, allowed='"" or COLSxROWS such as "4x3", 2 to 16 tiles')
+    max_boxes: int = _key(4, "Most boxes classified in one frame, best first.", min=1, max=20)
+    track_min_frames: int = _key(3, "Frames a track (one subject followed across frames) needs before it is kept; 1 keeps from its first frame.",
+                                 min=1, max=100)
+    track_min_share: float = _key(0.6, "Share of a track's summed crop scores its leading label needs before it is kept.", min=0.0, max=1.0)
+    track_gap_s: float = _key(5.0, "A track ends after this long without a detection of it; so does every track when the frames' source changes (another replayed file).",
+                              min=0.1, max=3600.0)
+    best_per_track: int = _key(1, "Keeps a track may have standing: a later frame better by 0.1 or more replaces the worst of them.", min=1, max=100)
 
 
 @dataclass(frozen=True)
@@ -165,6 +187,7 @@ class Config:
     camera: CameraConfig = field(default_factory=CameraConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     keep: KeepConfig = field(default_factory=KeepConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
     web: WebConfig = field(default_factory=WebConfig)
@@ -181,10 +204,11 @@ class Config:
         return dataclasses.replace(self, **changed)
 
 
-SECTIONS = {"camera": CameraConfig, "model": ModelConfig, "keep": KeepConfig,
+SECTIONS = {"camera": CameraConfig, "model": ModelConfig, "keep": KeepConfig, "detector": DetectorConfig,
             "storage": StorageConfig, "status": StatusConfig, "web": WebConfig, "gpio": GpioConfig,
             "system": SystemConfig}
 PATH_KEYS = {("camera", "replay_dir"), ("model", "path"), ("model", "labels"), ("model", "edgetpu_path"),
+             ("detector", "path"), ("detector", "labels"),
              ("storage", "data_dir"), ("status", "runtime_dir")}
 
 
@@ -205,7 +229,7 @@ def describe_allowed(f) -> str:
         return " or ".join(f'"{c}"' for c in rules["choices"])
     names = {bool: "true or false", int: "a whole number", str: "a string", float: "a number",
              float | None: "a number", tuple[int, int]: "[WIDTH, HEIGHT]",
-             tuple[str, ...] | None: "a list of strings", dict[str, float]: "a table of label = score",
+             tuple[str, ...] | None: "a list of strings", tuple[str, ...]: "a list of strings", dict[str, float]: "a table of label = score",
              }
     text = 'a size: bytes, or a string such as "500 MB" or "2 GiB"' if rules.get("size") else names[kind]
     if "min" in rules and "max" in rules:

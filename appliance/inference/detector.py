@@ -100,7 +100,8 @@ class Detector:
         self.model_path = Path(model_path)
         self.accelerator = accelerator  # a runtime.AcceleratorState
         self.min_score = min_score
-        self.num_threads = None  # set by open(); None when built around an interpreter made elsewhere
+        # Set by open(); None when built around an interpreter made elsewhere.
+        self.num_threads = self.model_sha256 = self.catalog_entry = self.runtime = None
         self._input = interpreter.get_input_details()[0]
         details = interpreter.get_output_details()
         self._outputs = detection_outputs(details)
@@ -147,13 +148,15 @@ class Detector:
         detector = cls(model.interpreter, load_labels(model.path, labels_path), model.path, model.accelerator, targets,
                        min_score, section)
         detector.num_threads = model.num_threads
+        detector.model_sha256, detector.catalog_entry, detector.runtime = model.sha256, entry, model.runtime
         return detector
 
     @property
     def backend(self) -> str:
         return self.accelerator.backend
 
-    def detect(self, image: np.ndarray, grid: TileGrid | None = None) -> DetectionResult:
+    def detect(self, image: np.ndarray, grid: TileGrid | None = None,
+               whole_frame: np.ndarray | None = None) -> DetectionResult:
         """The detections in one RGB ``uint8`` frame (rows, columns, 3), boxes relative to the frame, best first.
 
         Without ``grid``, the whole field of view is area-averaged to the model's input: one inference.
@@ -161,21 +164,25 @@ class Detector:
         says so), and what they found of one subject is one detection (``suppress``): a subject fills
         about ``cols`` times more of the detector's input on a tile than on the whole frame, for one
         inference a tile. The result says how many inferences the frame cost, and how long they took.
+        ``whole_frame``, if given, is the same field of view already small (the camera's lores stream),
+        looked at in place of ``image`` for the whole frame: no full-resolution frame to shrink.
         """
         started = time.perf_counter()
         if grid is None:
-            found = self._detections(image)
+            found = self._detections(image if whole_frame is None else whole_frame)
             return DetectionResult(tuple(found), (time.perf_counter() - started) * 1000.0, self.backend)
         size = (image.shape[1], image.shape[0])
-        found = self._detections(image) if grid.includes_whole_frame else []
-        cut = [False] * len(found)
+        whole = image if whole_frame is None else whole_frame
+        found = self._detections(whole) if grid.includes_whole_frame else []
+        cut, seen_in = [False] * len(found), [None] * len(found)
         for region in tile_regions(size, grid):
             left, top, right, bottom = region
             for detection in self._detections(image[top:bottom, left:right]):
                 found.append(replace(detection, box=from_tile(detection.box, region, size)))
                 cut.append(is_cut(detection.box, region, size))
-        return DetectionResult(suppress(found, cut), (time.perf_counter() - started) * 1000.0, self.backend,
-                               grid.inferences)
+                seen_in.append(((right - left) / size[0], (bottom - top) / size[1]))
+        return DetectionResult(suppress(found, cut, seen_in=seen_in), (time.perf_counter() - started) * 1000.0,
+                               self.backend, grid.inferences)
 
     def _detections(self, image: np.ndarray) -> list[Detection]:
         """One inference on ``image``: its detections of a target label and enough score, best first."""

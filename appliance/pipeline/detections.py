@@ -196,8 +196,8 @@ def iou(a: Box, b: Box) -> float:
     return overlap / (_area(a) + _area(b) - overlap) if overlap > 0 else 0.0
 
 
-def suppress(detections: Sequence[Detection], cut: Sequence[bool] = (),
-             min_iou: float = DEFAULT_MERGE_IOU) -> tuple[Detection, ...]:
+def suppress(detections: Sequence[Detection], cut: Sequence[bool] = (), min_iou: float = DEFAULT_MERGE_IOU,
+             seen_in: Sequence[tuple[float, float] | None] = ()) -> tuple[Detection, ...]:
     """What several looks at a frame found (its tiles, the whole frame), one detection a subject.
 
     Non-maximum suppression per label: best first, a detection is dropped if it overlaps one already kept
@@ -207,9 +207,16 @@ def suppress(detections: Sequence[Detection], cut: Sequence[bool] = (),
     a big bird on every tile it spans), and its IoU with the whole one can be low: whole boxes are taken
     first, and a cut box is dropped if half of it (or of the kept box, if that is the smaller) lies in a
     kept box of its label. Two birds side by side overlap too little to merge.
+
+    ``seen_in`` says, for each detection, the size (width, height, relative to the frame) of the tile it was
+    found on, or None for the whole frame (all None, if not given). A tile can see no more than a part of a
+    subject bigger than itself, and the SSD may box that part (a big bird's head) without the tile's edge
+    cutting the box: after the cut ones, the whole frame's boxes are taken before the tiles', and a tile's
+    box is dropped if half of it lies in a kept box of its label too wide or too tall for that tile.
     """
-    is_cut_at = dict(enumerate(cut))
-    order = sorted(range(len(detections)), key=lambda n: (is_cut_at.get(n, False), -detections[n].score))
+    is_cut_at, tile_at = dict(enumerate(cut)), dict(enumerate(seen_in))
+    order = sorted(range(len(detections)),
+                   key=lambda n: (is_cut_at.get(n, False), tile_at.get(n) is not None, -detections[n].score))
     kept: list[Detection] = []
     for n in order:
         detection = detections[n]
@@ -218,8 +225,16 @@ def suppress(detections: Sequence[Detection], cut: Sequence[bool] = (),
             continue
         if is_cut_at.get(n, False) and any(_share_of_smaller(box, detection.box) >= 0.5 for box in same):
             continue
+        tile = tile_at.get(n)
+        if tile is not None and any(_share_of_smaller(box, detection.box) >= 0.5 and _is_bigger_than(box, tile)
+                                    for box in same):
+            continue
         kept.append(detection)
     return tuple(sorted(kept, key=lambda d: d.score, reverse=True))
+
+
+def _is_bigger_than(box: Box, size: tuple[float, float]) -> bool:
+    return box.right - box.left > size[0] or box.bottom - box.top > size[1]
 
 
 def _share_of_smaller(a: Box, b: Box) -> float:

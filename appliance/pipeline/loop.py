@@ -10,6 +10,9 @@ the frame's buffers. A discarded frame writes nothing anywhere.
 While paused (from the review page, over the control channel), frames are still taken from the camera,
 so its buffers keep flowing and the heartbeat stays fresh, but each is released at once, unclassified,
 and counted under the reason "paused".
+
+With a detector stage (``two_stage.DetectorStage``), the stage takes the place of classify → decide:
+it may keep several subjects of one frame, each a keep of its own with its box, crop and track.
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ _WAKE_S = 1.0  # the loop wakes at least this often, so its heartbeat stays fres
 class Loop:
     """Runs until the camera runs out of frames or ``stop()`` is called; see the module docstring."""
 
-    def __init__(self, camera, classifier, policy, writer, store, stats):
+    def __init__(self, camera, classifier, policy, writer, store, stats, stage=None):
         self.camera = camera
+        self.stage = stage
         self.classifier = classifier
         self.policy = policy
         self.writer = writer
@@ -111,6 +115,9 @@ class Loop:
             if gated is not None:
                 self.stats.counts[gated.reason] += 1
                 return
+            if self.stage is not None:
+                self._look(frame)
+                return
             classification = self.classifier.classify(frame.lores)
             self.stats.inference(classification.inference_ms)
             decision = self.policy.decide(classification, frame.lores, frame.timestamp_s, self.store.audit_bytes)
@@ -120,12 +127,22 @@ class Loop:
         finally:
             frame.release()
 
-    def _keep(self, frame, decision, classification):
+    def _look(self, frame):
+        result = self.stage.look(frame, self.store.audit_bytes)
+        self.stats.detection(result.detector_ms, result.detector_inferences, len(result.classifier_ms))
+        for inference_ms in result.classifier_ms:
+            self.stats.inference(inference_ms)
+        self.stats.counts[result.reason] += 1
+        self.stats.boxes.update(result.box_reasons)
+        for keep in result.keeps:
+            self._keep(frame, keep.decision, keep.classification, keep)
+
+    def _keep(self, frame, decision, classification, box_keep=None):
         if not self.writer.accepts_keeps(time.monotonic()):
             # Known full: do not copy the image only to have the writer refuse it.
             self.stats.counts["storage-full"] += 1
             return
-        job = KeepJob(decision, classification, frame.main.detach(), frame.captured_at_s, frame.source)
+        job = KeepJob(decision, classification, frame.main.detach(), frame.captured_at_s, frame.source, box_keep)
         if not self.writer.submit(job):
             self.stats.counts["writer-behind"] += 1
             now_s = time.monotonic()

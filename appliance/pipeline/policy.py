@@ -95,6 +95,16 @@ class History:
 
 
 @dataclass(frozen=True)
+class Candidate:
+    """What the keep rule makes of one classification before any history: the ``label`` and ``score``
+    it would keep it as (else its top-1), and ``discard_reason``, None when they pass."""
+
+    label: str
+    score: float
+    discard_reason: str | None
+
+
+@dataclass(frozen=True)
 class _LabelRule:
     is_target: bool
     is_ignored: bool
@@ -155,35 +165,32 @@ class Policy:
            due while over budget stays a discard. Audit keeps leave steps 3 to 5 untouched.
         """
         decision = self._match(classification, lores, now_s)
-        if decision.is_keep or not self.rule.audit_one_in:
+        if decision.is_keep or not classification.top_k:
             return decision
-        history = self.history
-        history.discards_since_audit += 1
-        if history.discards_since_audit < self.rule.audit_one_in:
-            return decision
-        history.discards_since_audit = 0
-        if audit_bytes_used >= self.rule.audit_budget_bytes or not classification.top_k:
-            return decision
-        return Keep(AUDIT, classification.label, classification.score, kind="audit")
+        return self.audit(decision, classification.label, classification.score, audit_bytes_used)
 
-    def _match(self, classification, lores, now_s):
-        rule, history = self.rule, self.history
+    def candidate(self, classification: Classification) -> Candidate:
+        """Step 1 of ``decide`` alone, remembering nothing: the label the keep rule would keep this
+        classification as, and why it would not (``discard_reason``, None if it passes)."""
         top_k = classification.top_k
-        top_is_ignored = bool(top_k) and self._label_rule(top_k[0][0]).is_ignored
+        if not top_k:
+            return Candidate("", 0.0, NOT_A_TARGET)
+        top_is_ignored = self._label_rule(top_k[0][0]).is_ignored
         for label, score in top_k:
             label_rule = self._label_rule(label)
             if label_rule.is_target and not label_rule.is_ignored:
                 break
         else:
-            history.winners.append(None)
-            return Discard(IGNORED_LABEL if top_is_ignored else NOT_A_TARGET)
+            return Candidate(top_k[0][0], top_k[0][1], IGNORED_LABEL if top_is_ignored else NOT_A_TARGET)
         if score < label_rule.min_score:
-            history.winners.append(None)
-            return Discard(IGNORED_LABEL if top_is_ignored else BELOW_MIN_SCORE)
+            return Candidate(label, score, IGNORED_LABEL if top_is_ignored else BELOW_MIN_SCORE)
+        return Candidate(label, score, None)
 
-        history.winners.append(label)
-        if history.winners.count(label) < rule.confirm_frames:
-            return Discard(UNCONFIRMED)
+    def throttle(self, label: str, score: float, image: np.ndarray, now_s: float) -> Decision:
+        """Steps 3 to 6 of ``decide`` for a keep already confirmed (by ``confirm_frames``, or by a track):
+        cooldown, rate cap, duplicate (a dHash of ``image``, read only here), else ``Keep("match")``,
+        remembered for the next."""
+        rule, history = self.rule, self.history
         last_keep_s = history.last_keep_s.get(label)
         if last_keep_s is not None and now_s - last_keep_s < rule.cooldown_s:
             return Discard(COOLDOWN)
@@ -192,7 +199,7 @@ class Policy:
                 and now_s - keep_times_s[0] < RATE_WINDOW_S:
             return Discard(RATE_CAP)
         if rule.duplicate_max_distance >= 0:
-            frame_hash = image_hash(lores)
+            frame_hash = image_hash(image)
             last_hash = history.last_hash.get(label)
             if last_hash is not None and hamming(frame_hash, last_hash) <= rule.duplicate_max_distance:
                 return Discard(DUPLICATE)
@@ -200,6 +207,32 @@ class Policy:
         history.last_keep_s[label] = now_s
         keep_times_s.append(now_s)
         return Keep(MATCH, label, score)
+
+    def audit(self, discard: Decision, label: str, score: float, audit_bytes_used: int) -> Decision:
+        """Step 7 of ``decide``: count one discard, and make every ``audit_one_in``-th an audit keep as
+        ``label`` and ``score`` while audit keeps use less than ``audit_budget_bytes``."""
+        if discard.is_keep or not self.rule.audit_one_in:
+            return discard
+        history = self.history
+        history.discards_since_audit += 1
+        if history.discards_since_audit < self.rule.audit_one_in:
+            return discard
+        history.discards_since_audit = 0
+        if audit_bytes_used >= self.rule.audit_budget_bytes:
+            return discard
+        return Keep(AUDIT, label, score, kind="audit")
+
+    def _match(self, classification, lores, now_s):
+        history = self.history
+        candidate = self.candidate(classification)
+        if candidate.discard_reason:
+            history.winners.append(None)
+            return Discard(candidate.discard_reason)
+        label = candidate.label
+        history.winners.append(label)
+        if history.winners.count(label) < self.rule.confirm_frames:
+            return Discard(UNCONFIRMED)
+        return self.throttle(label, candidate.score, lores, now_s)
 
     def _label_rule(self, label):
         label_rule = self._label_rules.get(label)

@@ -210,6 +210,13 @@ class Tracker:
         self._tracks = still_open + started
         return FrameTracks(tuple(verdicts), tuple(track.summary(rule) for track in ended))
 
+    def forget(self, event_id: str, frame_no: int) -> None:
+        """The keep of frame ``frame_no`` of an open track was not made after all (the keep rule's cooldown,
+        rate cap or duplicate test refused it): it no longer stands, and a later frame is no replacement."""
+        for track in self._tracks:
+            if track.event_id == event_id:
+                track.kept.pop(frame_no, None)
+
     def end_all(self) -> tuple[TrackSummary, ...]:
         """End every open track (the loop is stopping) and say how each stands, oldest first."""
         ended, self._tracks = self._tracks, []

@@ -19,7 +19,11 @@ start-up reconciliation settles (``storage.reconcile``) and never a row without 
 2. the image file: written to a temp file beside its place, fsynced, renamed into place, and its
    folder fsynced (``files.atomic_file``);
 3. its thumbnail, the same way;
-4. its row in SQLite (``Store.add`` does 2 to 4).
+4. its row in SQLite (``Store.add`` does 2 to 4), with the crop of a detector keep (a second small
+   image, in the database) in the same transaction.
+
+A detector keep that replaces a worse keep of its own track (``two_stage.BoxKeep.replaces_frame``)
+deletes that one once it is durable, as a best-N replacement does (counted ``replaced-better``).
 """
 
 from __future__ import annotations
@@ -36,9 +40,10 @@ from PIL import Image
 
 from appliance.clock import clock_source, utc_iso
 from appliance.pipeline.frames import Classification, Keep, MainImage
+from appliance.pipeline.two_stage import BoxKeep
 from appliance.storage import retention
 from appliance.storage.best_n import best_n_scopes
-from appliance.storage.images import encode_jpeg, kept_jpeg, make_thumbnail, thumbnail_of_file  # noqa: F401
+from appliance.storage.images import box_text, encode_jpeg, kept_jpeg, make_thumbnail, thumbnail_of_file  # noqa: F401
 from appliance.storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -51,6 +56,7 @@ WRITER_NICE_STEPS = 3
 # While storage is full the loop offers a keep this often, so keeping resumes by itself once images
 # are offloaded, synced or deleted, without the writer checking retention for every frame.
 FULL_RECHECK_S = 10.0
+CROP_QUALITY = 85  # the crop of a detector keep: the classifier's input, ~10 KB
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,7 @@ class KeepJob:
     main: MainImage
     captured_at_s: float
     source: str
+    box_keep: BoxKeep | None = None  # a detector keep's box, crop and track; None without a detector
 
 
 @dataclass(frozen=True)
@@ -73,10 +80,11 @@ class ModelInfo:
 class Writer:
     """Consumes ``KeepJob``s on its own thread; ``submit`` never blocks."""
 
-    def __init__(self, store: Store, storage_config, model: ModelInfo, counts):
+    def __init__(self, store: Store, storage_config, model: ModelInfo, counts, detector: ModelInfo | None = None):
         self.store = store
         self.config = storage_config
         self.model = model
+        self.detector = detector
         self.counts = counts  # a collections.Counter shared with the loop's status
         self.kept = 0
         self.last_keep: dict | None = None
@@ -148,21 +156,45 @@ class Writer:
             "backend": job.classification.backend, "inference_ms": round(job.classification.inference_ms, 3),
             "source": job.source, "width": image.width, "height": image.height,
         }
+        crop_bytes, track_replaces = self._detection(job.box_keep, record)
         image_bytes = kept_jpeg(image, self.config.jpeg_quality, record)
         thumb_bytes = make_thumbnail(image, self.config.thumbnail_px)
         # The quota counts kept images' bytes, as the store does; thumbnails (~2 % more) are not counted.
-        # The keep this one replaces is deleted just after it, so its bytes count as freed: at the quota,
-        # a better keep still takes a worse one's place.
-        replaced = self.store.get(best.replace_id) if best.replace_id is not None else None
-        if not self._make_room(len(image_bytes) - (replaced["bytes"] if replaced else 0)):
+        # The keeps this one replaces are deleted just after it, so their bytes count as freed: at the
+        # quota, a better keep still takes a worse one's place.
+        replaced = self.store.rows_by_id([i for i in (best.replace_id, track_replaces) if i is not None])
+        if not self._make_room(len(image_bytes) - sum(row["bytes"] for row in replaced)):
             return None
-        row_id = self.store.add(record, image_bytes, thumb_bytes)
+        row_id = self.store.add(record, image_bytes, thumb_bytes, crop_bytes)
         log.info("kept %s %.2f (%s) from %s", record["label"], record["score"], record["kind"], record["source"])
         self.kept += 1
         self.last_keep = dict(record, id=row_id)
-        if best.replace_id is not None:
+        if track_replaces is not None and self.store.delete([track_replaces], keep_starred=True):
+            self.counts[retention.REPLACED_BETTER] += 1
+            log.info("kept %s %.2f in place of item %d, a worse frame of its event", record["label"],
+                     record["score"], track_replaces)
+        if best.replace_id is not None and best.replace_id != track_replaces:
             self._replace_worse(job.decision, captured_at, row_id)
         return row_id
+
+    def _detection(self, box_keep: BoxKeep | None, record: dict) -> tuple[bytes | None, int | None]:
+        """Add a detector keep's box, detector and event to ``record``; its crop's JPEG, and the id of
+        the keep of its event that it replaces (None if none, or that keep is already gone)."""
+        if box_keep is None or box_keep.detection is None:
+            return None, None
+        detection = box_keep.detection
+        box = detection.box
+        record.update(box=box_text((box.left, box.top, box.right, box.bottom)),
+                      detector_label=detection.label, detector_score=round(float(detection.score), 5),
+                      detector_name=self.detector.name if self.detector else None,
+                      detector_sha256=self.detector.sha256 if self.detector else None)
+        replaces = None
+        if box_keep.event_id is not None:
+            record.update(event_id=box_keep.event_id, event_frame=box_keep.event_frame)
+            if box_keep.replaces_frame is not None:
+                replaces = self.store.event_keep_id(box_keep.event_id, box_keep.replaces_frame)
+        crop = encode_jpeg(Image.fromarray(box_keep.crop), CROP_QUALITY) if box_keep.crop is not None else None
+        return crop, replaces
 
     def _best_n(self, decision: Keep, captured_at: str, new_id: int | None = None) -> retention.BestN:
         config = self.config

@@ -15,7 +15,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from appliance.cameras import open_camera
-from appliance.config import Config, to_toml
+from appliance.cameras.convert import area_average
+from appliance.config import Config, ModelConfig, to_toml
 from appliance.errors import AcceleratorMissing, ApplianceError, CameraError, ModelError, RuntimeMissing, StorageError
 from appliance.inference.catalog import keep_defaults
 from appliance.inference.classifier import Classifier
@@ -24,7 +25,10 @@ from appliance.panel import indicator
 from appliance.panel.controller import Actions, PanelController
 from appliance.panel.gpio import open_panel
 from appliance.pipeline.loop import Loop
+from appliance.pipeline.detections import TileGrid, parse_grid
 from appliance.pipeline.policy import KeepRule, Policy
+from appliance.pipeline.tracks import Tracker, TrackRule
+from appliance.pipeline.two_stage import DetectorStage
 from appliance.pipeline.writer import ModelInfo, Writer, thumbnail_of_file
 from appliance.service.control import CONTROL_SOCKET, ControlServer
 from appliance.service.sdnotify import Notifier
@@ -40,6 +44,29 @@ log = logging.getLogger(__name__)
 # Which fault each error shows on the red LED (indicator.FAULT_CODES).
 FAULTS = ((CameraError, "no-camera"), (AcceleratorMissing, "coral-missing"), (ModelError, "model"),
           (RuntimeMissing, "model"), (StorageError, "storage"))
+
+
+def open_stage(config: Config, classifier, policy) -> DetectorStage | None:
+    """The detector stage ``config.detector`` asks for, around ``classifier`` and ``policy``; None without one."""
+    section = config.detector
+    if not section.path:
+        return None
+    from appliance.inference.detector import Detector
+
+    model = config.model
+    detector = Detector.open(ModelConfig(path=section.path, labels=section.labels, num_threads=model.num_threads,
+                                         accelerator=model.accelerator,
+                                         on_accelerator_missing=model.on_accelerator_missing),
+                             targets=section.targets, min_score=section.min_score)
+    rule = TrackRule(max_gap_s=section.track_gap_s, min_frames=section.track_min_frames,
+                     min_share=section.track_min_share, best_per_track=section.best_per_track)
+    grid = TileGrid(*parse_grid(section.tiles)) if section.tiles else None
+    log.info("detector %s (%s), targets %s at a score of %.2f or more%s; tracks kept after %d frames at %d %% agreement",
+             detector.model_path.name, detector.backend, sorted(detector.targets) or "every label", section.min_score,
+             f", on {section.tiles} tiles and the whole frame ({grid.inferences} inferences a frame)" if grid else "",
+             section.track_min_frames, round(section.track_min_share * 100))
+    return DetectorStage(detector, classifier, policy, Tracker(rule), area_average, grid, section.classify_crops,
+                         section.max_boxes)
 
 
 def _power_off() -> None:
@@ -92,10 +119,17 @@ class Appliance:
         self.store = Store(config.storage.data_dir)
         self._stack.callback(self.store.close)
         self.store.reconcile(thumbnail=lambda path: thumbnail_of_file(path, config.storage.thumbnail_px))
-        self.camera = camera or open_camera(config.camera, self.classifier.input_size)
+        policy = Policy(self.rule)
+        self.stage = open_stage(config, self.classifier, policy)
+        self.detector_model = self.stage and ModelInfo(
+            self.stage.detector.catalog_entry.name if self.stage.detector.catalog_entry else Path(config.detector.path).stem,
+            self.stage.detector.model_sha256)
+        # With a detector, the lores stream is the detector's input (crops of the main image feed the classifier).
+        self.camera = camera or open_camera(config.camera, self.stage.lores_size if self.stage else
+                                            self.classifier.input_size)
         self.stats = LoopStats()
-        self.writer = Writer(self.store, config.storage, self.model, self.stats.counts)
-        self.loop = Loop(self.camera, self.classifier, Policy(self.rule), self.writer, self.store, self.stats)
+        self.writer = Writer(self.store, config.storage, self.model, self.stats.counts, self.detector_model)
+        self.loop = Loop(self.camera, self.classifier, policy, self.writer, self.store, self.stats, self.stage)
         self.reporter = StatusReporter(config.status.runtime_dir, config.status.interval_s, self.status,
                                        self.notifier, lambda: self.loop.heartbeat_s)
         self.control = ControlServer(Path(config.status.runtime_dir) / CONTROL_SOCKET, {
@@ -280,6 +314,7 @@ class Appliance:
             "model": {"name": self.model.name, "path": str(self.classifier.model_path), "sha256": self.model.sha256,
                       "input_size": list(self.classifier.input_size), "runtime": self.classifier.runtime,
                       "labels": len(self.classifier.labels)},
+            "detector": self._detector_status(),
             "accelerator": {"requested": self.classifier.accelerator.requested,
                             "backend": self.classifier.backend, "problem": self.classifier.accelerator.problem,
                             "is_degraded": self.classifier.accelerator.is_degraded},
@@ -287,6 +322,17 @@ class Appliance:
             "leds": {"pins": self._pins_in_use(), "problem": self.panel_problem,
                      **(self.panel_controller.describe() if self.panel else {})},
         }
+
+    def _detector_status(self) -> dict | None:
+        if self.stage is None:
+            return None
+        detector, config = self.stage.detector, self.config.detector
+        grid = self.stage.grid
+        return {"name": self.detector_model.name, "path": str(detector.model_path), "sha256": self.detector_model.sha256,
+                "input_size": list(detector.input_size), "targets": sorted(detector.targets),
+                "min_score": detector.min_score, "tiles": config.tiles or None,
+                "detector_inferences": grid.inferences if grid else 1, "classify_crops": config.classify_crops,
+                "open_tracks": len(self.stage.tracker.open_tracks), **self.stats.detector_summary()}
 
     def _pins_in_use(self) -> str:
         if self.panel is None:

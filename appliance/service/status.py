@@ -31,6 +31,12 @@ class LoopStats:
         self.classified = 0
         self._inference_ms = np.zeros(_WINDOW)
         self._frame_s = np.zeros(_WINDOW)
+        # The detector stage's, when there is one: boxes by reason, and per frame looked at, the
+        # detector's time and every inference the frame cost (detector runs and crops classified).
+        self.boxes: Counter = Counter()
+        self.detected = 0
+        self._detector_ms = np.zeros(_WINDOW)
+        self._inferences = np.zeros(_WINDOW)
 
     def frame(self, now_s: float) -> None:
         self._frame_s[self.frames_seen % _WINDOW] = now_s
@@ -39,6 +45,24 @@ class LoopStats:
     def inference(self, inference_ms: float) -> None:
         self._inference_ms[self.classified % _WINDOW] = inference_ms
         self.classified += 1
+
+    def detection(self, detector_ms: float, detector_inferences: int, crops_classified: int) -> None:
+        at = self.detected % _WINDOW
+        self._detector_ms[at] = detector_ms
+        self._inferences[at] = detector_inferences + crops_classified
+        self.detected += 1
+
+    def detector_summary(self) -> dict:
+        """The detector's ms (p50, p95) and the inferences a frame cost (mean, most), over recent frames."""
+        n = min(self.detected, _WINDOW)
+        if not n:
+            return {"ms": {"p50": None, "p95": None}, "inferences_per_frame": {"mean": None, "max": None},
+                    "boxes_by_reason": dict(self.boxes)}
+        p50, p95 = np.percentile(self._detector_ms[:n], [50, 95])
+        inferences = self._inferences[:n]
+        return {"ms": {"p50": round(float(p50), 2), "p95": round(float(p95), 2)},
+                "inferences_per_frame": {"mean": round(float(inferences.mean()), 2), "max": int(inferences.max())},
+                "boxes_by_reason": dict(self.boxes)}
 
     def fps(self, now_s: float) -> float:
         n = min(self.frames_seen, _WINDOW)

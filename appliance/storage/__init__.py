@@ -5,6 +5,8 @@
 * ``images`` — the kept JPEG: its record in a comment (validated when read back), the sha256 that
   proves it complete, its thumbnail.
 * ``store`` — the SQLite store (WAL) of kept items; its durable write order: image, thumbnail, row.
+* ``crops`` — a detector keep's crop, in a table of its own, written and deleted with its row.
+* ``reserve`` — the space set aside so that the store opens on a full card.
 * ``reconcile`` — start-up reconciliation of rows and files (``reconcile_data_dir`` on a data dir alone).
 * ``retention`` — which items to evict under a quota or a free-space floor, and which to replace
   under the best-N rule: pure choices.

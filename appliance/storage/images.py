@@ -6,6 +6,11 @@ record ``jpeg_sha256``: the sha256 of the file without that comment segment (the
 encoder made it, before the record was spliced in), so reconciliation can tell a complete file from
 one a crash or a power cut left short or damaged without trusting that it decodes.
 
+A keep made through the detector stage also carries ``DETECTION_FIELDS``: where its subject was in
+the frame (``box``), the track it belongs to (``event_id``, ``event_frame``) and what found it (the
+detector's label, score and model). They are optional: a keep without a detector has none of them,
+and a file written before they existed reads back as it always did.
+
 A record read back is validated field by field (``read_record``): it comes from a file on a card
 anyone may have edited, and a row made from it is what the page, the exports and the sync show.
 """
@@ -29,10 +34,16 @@ METADATA_PREFIX = b"appliance:"
 RECORD_FIELDS = ("captured_at", "clock_source", "label", "score", "top_k", "kind", "reason", "model_name",
                  "model_sha256", "backend", "inference_ms", "source")
 CONTENT_SHA256 = "jpeg_sha256"
+# A detector's keep's fields, and their columns' types. ``box`` is JSON text of [left, top, right, bottom],
+# each 0 to 1 of the frame (``box_text``); ``(event_id, event_frame)`` names a keep of a track.
+DETECTION_FIELDS = {"event_id": str, "event_frame": int, "box": str, "detector_label": str,
+                    "detector_score": float, "detector_name": str, "detector_sha256": str}
+MAX_INTEGER = 2**63 - 1  # SQLite's largest
 KINDS = ("match", "audit")
 _NUMBERS = ("score", "inference_ms")
 _UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_HEX32 = re.compile(r"[0-9a-f]{32}")
 SOI, EOI = b"\xff\xd8", b"\xff\xd9"
 _COM, _SOS, _APP0 = 0xFE, 0xDA, 0xE0
 _STANDALONE = {0x01, *range(0xD0, 0xD8)}  # markers without a length: TEM, RST0-7
@@ -41,6 +52,7 @@ _STANDALONE = {0x01, *range(0xD0, 0xD8)}  # markers without a length: TEM, RST0-
 def metadata_comment(record: dict) -> bytes:
     """The JPEG comment that makes a kept file self-describing."""
     fields = {k: record[k] for k in RECORD_FIELDS}
+    fields.update((k, record[k]) for k in DETECTION_FIELDS if record.get(k) is not None)
     if CONTENT_SHA256 in record:
         fields[CONTENT_SHA256] = record[CONTENT_SHA256]
     return METADATA_PREFIX + json.dumps(fields, separators=(",", ":")).encode()
@@ -80,7 +92,8 @@ def thumbnail_of_file(path, longest_px: int = 320) -> bytes:
 
 
 def read_kept(data: bytes) -> tuple[dict, tuple[int, int]]:
-    """The validated record (``RECORD_FIELDS``) and the (width, height) of a kept JPEG's bytes.
+    """The validated record (``RECORD_FIELDS``, and the ``DETECTION_FIELDS`` it has) and the
+    (width, height) of a kept JPEG's bytes.
 
     Raises ``ValueError`` saying what is wrong when the file is not complete (no end marker, bytes
     that differ from its recorded ``jpeg_sha256``, or, without one, a decode that fails) or its
@@ -144,12 +157,13 @@ def read_record(payload: bytes) -> dict:
             raise ValueError(f"its record has no {key}")
         value = record[key]
         if key in _NUMBERS:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if not _is_number(value):
                 raise ValueError(f"its record's {key} is {value!r}, not a number")
         elif not isinstance(value, str):
             raise ValueError(f"its record's {key} is {type(value).__name__}, not text")
     _check_forms(record)
     out = {k: record[k] for k in RECORD_FIELDS}
+    out.update(detection_fields(record))
     if CONTENT_SHA256 in record:
         if not (isinstance(record[CONTENT_SHA256], str) and _HEX64.fullmatch(record[CONTENT_SHA256])):
             raise ValueError(f"its record's {CONTENT_SHA256} is not a sha256")
@@ -176,9 +190,72 @@ def _check_forms(record: dict) -> None:
         if not isinstance(top_k, list):
             raise ValueError
         for pair in top_k:
-            if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)
-                    and isinstance(pair[1], (int, float)) and not isinstance(pair[1], bool)
-                    and math.isfinite(pair[1])):
+            if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) and _is_number(pair[1])):
                 raise ValueError
     except ValueError:
         raise ValueError("its record's top_k is not a JSON list of [label, score] pairs") from None
+
+
+def detection_fields(record: dict) -> dict:
+    """The ``DETECTION_FIELDS`` that ``record`` has (one that is null has no value: absent), each
+    checked; raises ``ValueError`` naming the field at fault."""
+    out = {k: record[k] for k in DETECTION_FIELDS if record.get(k) is not None}
+    for key, value in out.items():
+        if DETECTION_FIELDS[key] is str and not isinstance(value, str):
+            raise ValueError(f"its record's {key} is {type(value).__name__}, not text")
+    if "event_id" in out and not _HEX32.fullmatch(out["event_id"]):
+        raise ValueError(f"its record's event_id {out['event_id']!r:.60} is not 32 lowercase hex digits (a uuid4's hex)")
+    frame = out.get("event_frame", 0)
+    if isinstance(frame, bool) or not isinstance(frame, int) or not 0 <= frame <= MAX_INTEGER:
+        raise ValueError(f"its record's event_frame {frame!r:.60} is not a whole number from 0")
+    if "box" in out:
+        parse_box(out["box"])
+    if out.get("detector_label") == "":
+        raise ValueError("its record's detector_label is empty")
+    score = out.get("detector_score", 0)
+    if not (_is_number(score) and 0 <= score <= 1):
+        raise ValueError(f"its record's detector_score {score!r:.60} is not a number from 0 to 1")
+    if "detector_sha256" in out and not _HEX64.fullmatch(out["detector_sha256"]):
+        raise ValueError("its record's detector_sha256 is not a sha256")
+    return out
+
+
+def parse_box(text) -> tuple[float, float, float, float]:
+    """``(left, top, right, bottom)`` from a record's ``box`` text; raises ``ValueError`` naming ``box``."""
+    try:
+        box = json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        box = None
+    if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) and 0 <= v <= 1 for v in box)
+            and box[0] < box[2] and box[1] < box[3]):
+        raise ValueError(f"its record's box {text!r:.80} is not a JSON [left, top, right, bottom] of the frame: "
+                         "each from 0 to 1, left < right, top < bottom")
+    return tuple(float(v) for v in box)
+
+
+def box_or_none(text) -> list[float] | None:
+    """``[left, top, right, bottom]`` of a row's ``box``, or None if it has none (or one that a
+    database edited elsewhere spoilt: the page and the API then show none)."""
+    try:
+        return list(parse_box(text))
+    except ValueError:
+        return None
+
+
+def box_text(box) -> str:
+    """A record's ``box`` for ``(left, top, right, bottom)`` relative to the frame: to 6 places (a
+    hundredth of a pixel of the largest sensor), and clamped to the frame, which a detector's box may
+    overrun a little. Raises ``ValueError`` for a box with nothing inside the frame."""
+    text = json.dumps([round(min(max(float(v), 0.0), 1.0), 6) for v in box], separators=(",", ":"))
+    parse_box(text)
+    return text
+
+
+def _is_number(value) -> bool:
+    """A number a row can hold: a finite float, or a whole number within SQLite's integers (JSON's
+    whole numbers have no bound, and one past a float's range would raise OverflowError here)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) <= MAX_INTEGER
+    return isinstance(value, float) and math.isfinite(value)

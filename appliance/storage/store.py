@@ -1,4 +1,4 @@
-"""The store of kept captures: image files under ``<data>/YYYY/MM/DD/`` and one SQLite table.
+"""The store of kept captures: image files under ``<data>/YYYY/MM/DD/`` and a SQLite database.
 
 Rules (DESIGN.md, "Storage rules"):
 
@@ -6,7 +6,7 @@ Rules (DESIGN.md, "Storage rules"):
 
   1. the image: a temp file beside it, fsync, rename into place, fsync of the folder;
   2. its thumbnail under ``thumbs/``, the same way;
-  3. the row (one SQLite transaction, WAL).
+  3. the row, and a detector keep's crop (``crops``), in one SQLite transaction (WAL).
 
   Image before thumbnail, so that a crash between them leaves an image without a row (indexed
   again at start-up, its thumbnail made again) rather than a thumbnail of nothing.
@@ -15,13 +15,8 @@ Rules (DESIGN.md, "Storage rules"):
 * ``reconcile()`` at start-up brings rows and files back into step, moving what it cannot use to
   ``<data>/quarantine/``, never deleting a file silently (``reconcile`` module).
 * A discarded frame never reaches the store, so it costs no writes at all.
-* A full card must not keep the appliance from starting: SQLite needs room to open a WAL database
-  (its shared-memory file; on a filesystem with no room, writing into that mapping kills the
-  process with SIGBUS). So the store sets aside ``RESERVE_BYTES`` in ``.reserve`` while there is
-  room, and gives it back when it finds the filesystem full at start, so that it opens, the page
-  and the LEDs say storage is full, and the owner can sync, offload or delete. With less than
-  ``OPEN_NEEDS_BYTES`` free and no reserve to give back, it refuses to open with a clear error
-  instead of dying.
+* A full card must not keep the appliance from starting: the store sets aside a reserve while
+  there is room and gives it back when it opens on a full card (``reserve`` module).
 """
 
 from __future__ import annotations
@@ -38,9 +33,12 @@ from typing import TYPE_CHECKING
 from sqlite_utils import Database
 
 from appliance.errors import StorageError
-from appliance.storage.files import atomic_file, atomic_write_bytes, fsync_dir
+from appliance.storage import crops
+from appliance.storage.files import atomic_write_bytes
+from appliance.storage.images import DETECTION_FIELDS, detection_fields
 from appliance.storage.images import METADATA_PREFIX, RECORD_FIELDS, metadata_comment  # noqa: F401 (their old home)
 from appliance.storage.reconcile import QUARANTINE, THUMBS, ReconcileReport, reconcile  # noqa: F401
+from appliance.storage.reserve import OPEN_NEEDS_BYTES, RESERVE_BYTES, RESERVE_NAME, make_room  # noqa: F401
 
 if TYPE_CHECKING:  # an annotation only
     from appliance.storage.filters import Filters
@@ -50,9 +48,6 @@ log = logging.getLogger(__name__)
 DB_NAME = "appliance.db"
 LABELS_MAX_AGE_S = 30.0
 COUNT_MAX_AGE_S = 5.0  # the status API's item count: see count()
-RESERVE_NAME = ".reserve"
-RESERVE_BYTES = 4 * 1024 * 1024  # given back on a full card: room to open, delete and mark
-OPEN_NEEDS_BYTES = 512 * 1024  # less free than this and the store does not try to open
 # A capture is taken off the device: offloaded to USB or synced to a laptop (an upload will join here).
 TAKEN_OFF_SQL = "(offloaded_at is not null or synced_at is not null)"
 
@@ -61,7 +56,7 @@ COLUMNS = {
     "kind": str, "reason": str, "model_name": str, "model_sha256": str, "backend": str,
     "inference_ms": float, "source": str, "image_path": str, "thumb_path": str, "width": int,
     "height": int, "bytes": int, "sha256": str, "starred": int, "offloaded_at": str, "synced_at": str,
-    "missing": int, "corrected_label": str,
+    "missing": int, "corrected_label": str, **DETECTION_FIELDS,
 }
 
 
@@ -76,7 +71,7 @@ class Store:
         self.released_reserve = False  # the reserve was given back at this start: the card is full
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            self._make_room()
+            self.released_reserve = make_room(self.data_dir, self.free_bytes())
             connection = sqlite3.connect(self.data_dir / DB_NAME, check_same_thread=False, timeout=30)
             self.db = Database(connection)
             self.db.enable_wal()
@@ -85,26 +80,6 @@ class Store:
             raise StorageError(f"{self.data_dir}: cannot open the store ({e}): check storage.data_dir "
                                "exists, is writable, and holds a valid appliance.db") from None
         self.used_bytes, self.audit_bytes = self._sums()
-
-    def _make_room(self) -> None:
-        """Give back the reserve on a full filesystem, or set it aside while there is room."""
-        reserve = self.data_dir / RESERVE_NAME
-        free = self.free_bytes()
-        if free < OPEN_NEEDS_BYTES:
-            if not reserve.is_file():
-                raise StorageError(
-                    f"{self.data_dir}: storage full: {free // 1024} KB free, and the store needs "
-                    f"{OPEN_NEEDS_BYTES // 1024} KB to open: delete files from that filesystem (or give "
-                    "storage.data_dir a bigger one), then start again")
-            reserve.unlink()
-            fsync_dir(self.data_dir)
-            self.released_reserve = True
-            log.warning("storage full: %d KB free in %s; gave back the %d MB reserve so that the store opens: "
-                        "sync, offload or delete images to free space", free // 1024, self.data_dir,
-                        RESERVE_BYTES // 2**20)
-        elif not reserve.is_file() and free >= OPEN_NEEDS_BYTES + 2 * RESERVE_BYTES:
-            with atomic_file(reserve, 0o600) as f:
-                os.posix_fallocate(f.fileno(), 0, RESERVE_BYTES)
 
     def _create_schema(self):
         table = self.db["captures"]
@@ -116,6 +91,8 @@ class Store:
                 table.add_column(column, kind)
         # The files of rows deleted but not yet unlinked (see delete()).
         self.db.execute("create table if not exists deleting (path text primary key)")
+        self.db.execute(crops.SCHEMA)
+        self.db.execute("create index if not exists captures_event on captures(event_id, event_frame)")
         # Newest-first keyset pagination, alone or by effective label (a correction wins).
         self.db.execute("create index if not exists captures_newest on captures(captured_at, id)")
         self.db.execute("create index if not exists captures_label_newest on "
@@ -134,28 +111,33 @@ class Store:
 
     # -- writing -------------------------------------------------------------------------------------
 
-    def add(self, record: dict, image_bytes: bytes, thumb_bytes: bytes) -> int:
-        """Write a kept image and its thumbnail durably, then insert its row; returns the row id.
+    def add(self, record: dict, image_bytes: bytes, thumb_bytes: bytes, crop_bytes: bytes | None = None) -> int:
+        """Write a kept image and its thumbnail durably, then insert its row (and ``crop_bytes``, a
+        detector keep's crop, in the same transaction); returns the row id.
 
-        ``record`` holds ``RECORD_FIELDS`` plus ``width`` and ``height``; paths, size and sha256
-        are filled in here.
+        ``record`` holds ``RECORD_FIELDS`` plus ``width`` and ``height``, and a detector keep's
+        ``DETECTION_FIELDS`` (checked here, before any file is written: ``ValueError`` names the field);
+        paths, size and sha256 are filled in here.
         """
+        detection_fields(record)
         relative = self._free_name(record["captured_at"], record["label"])
         image_path, thumb_path = self.data_dir / relative, self.data_dir / THUMBS / relative
         image_path.parent.mkdir(parents=True, exist_ok=True)
         thumb_path.parent.mkdir(parents=True, exist_ok=True)
-        # The durable order of the module's doc: image, thumbnail, row.
+        # The durable order of the module's doc: image, thumbnail, row and crop.
         atomic_write_bytes(image_path, image_bytes)
         atomic_write_bytes(thumb_path, thumb_bytes)
         row = dict(record, image_path=str(relative), thumb_path=str(Path(THUMBS) / relative),
                    bytes=len(image_bytes), sha256=hashlib.sha256(image_bytes).hexdigest())
-        return self.insert_row(row)
+        return self.insert_row(row, crop_bytes)
 
-    def insert_row(self, row: dict) -> int:
-        """Insert the row of files already durable on disk (``add``, reconciliation); returns its id."""
+    def insert_row(self, row: dict, crop_bytes: bytes | None = None) -> int:
+        """Insert the row of files already durable on disk (``add``, reconciliation), and its crop if
+        given, in one transaction; returns its id."""
         with self._lock:
-            with self.db.conn:
+            with self.db.atomic():  # not `with conn`: sqlite-utils' insert would commit the row alone
                 row_id = self.db["captures"].insert(row).last_pk
+                crops.put(self.db.conn, row_id, crop_bytes)
             self._count = None
             self.used_bytes += row["bytes"]
             if row["kind"] == "audit":
@@ -188,6 +170,7 @@ class Store:
                 for row in rows:
                     if self.db.conn.execute(f"delete from captures where id = ?{spare}", [row["id"]]).rowcount:
                         deleted.append(row)
+                crops.drop(self.db.conn, [row["id"] for row in deleted])
                 paths = [relative for row in deleted for relative in (row["image_path"], row["thumb_path"]) if relative]
                 self.db["deleting"].insert_all(({"path": p} for p in paths), replace=True)
             self._labels = self._count = None
@@ -299,6 +282,23 @@ class Store:
     def get(self, capture_id: int) -> dict | None:
         rows = self.rows_by_id([capture_id])
         return rows[0] if rows else None
+
+    def crop(self, capture_id: int) -> bytes | None:
+        """The JPEG of a detector keep's crop, or None (no such capture, or a keep without one)."""
+        with self._lock:
+            return crops.get(self.db.conn, capture_id)
+
+    def has_crop(self, capture_id: int) -> bool:
+        with self._lock:
+            return crops.has(self.db.conn, capture_id)
+
+    def event_keep_id(self, event_id: str, event_frame: int) -> int | None:
+        """The id of the keep of frame ``event_frame`` of the track ``event_id``, or None: a better
+        frame of a track replaces its earlier keep."""
+        with self._lock:
+            row = self.db.execute("select id from captures where event_id = ? and event_frame = ? "
+                                  "order by id desc limit 1", [event_id, event_frame]).fetchone()
+        return row[0] if row else None
 
     def labels(self, max_age_s: float = LABELS_MAX_AGE_S) -> list[str]:
         """Effective labels in use, most kept first (for the gallery's filter).

@@ -5,6 +5,10 @@ for the next call; ids only grow, so a client that stores the cursor resumes exa
 stopped. ``GET /api/v1/captures/<id>/image`` sends the file with its sha256 as ETag.
 ``POST /api/v1/sync/ack`` with ``{"items": [{"id": 1, "sha256": "…"}, …]}`` marks as synced those
 whose sha256 matches the device's.
+
+A detector keep's item also says where its subject was and what found it: ``box`` (``[left, top,
+right, bottom]``, each 0 to 1 of the frame), ``event_id``, ``event_frame``, ``detector_label``,
+``detector_score``, ``detector_name``; each is null for a keep without a detector.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, jsonify, request, url_for
 
 from appliance.clock import utc_iso
+from appliance.storage.images import box_or_none
 from appliance.transfer.export import effective_label, export_name
 from appliance.web import MAX_CAPTURE_ID, changes_or_syncs, deps
 from appliance.web.gallery import _row_or_404, _send
@@ -41,6 +46,9 @@ def captures():
         "captured_at": r["captured_at"], "model": r["model_name"], "source": r["source"],
         "sha256": r["sha256"], "bytes": r["bytes"], "synced_at": r["synced_at"],
         "image_url": url_for("api.image", capture_id=r["id"]),
+        "box": box_or_none(r["box"]), "event_id": r["event_id"], "event_frame": r["event_frame"],
+        "detector_label": r["detector_label"], "detector_score": r["detector_score"],
+        "detector_name": r["detector_name"],
     } for r in rows]
     return jsonify(items=items, next=str(rows[-1]["id"]) if len(rows) == limit else None,
                    cursor=str(rows[-1]["id"]) if rows else str(after))

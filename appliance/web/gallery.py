@@ -1,7 +1,13 @@
-"""The gallery, the item page, star / relabel / delete, images, and the zip download."""
+"""The gallery, the item page, star / relabel / delete, images, and the zip download.
+
+A detector keep's item page draws its box over the image (an SVG over the ``<img>``, sized by the
+stylesheet: the page's Content-Security-Policy allows no inline style) and shows its crop, the
+second small image the species model classified (``/captures/<id>/crop``).
+"""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from datetime import date
@@ -10,6 +16,7 @@ from pathlib import Path
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, send_file, url_for
 
 from appliance.storage.filters import Filters
+from appliance.storage.images import DETECTION_FIELDS, box_or_none
 from appliance.transfer.export import effective_label, stream_zip
 from appliance.web import MAX_CAPTURE_ID, deps
 
@@ -89,7 +96,18 @@ def _row_or_404(capture_id: int) -> dict:
 def item(capture_id):
     row = _row_or_404(capture_id)
     return render_template("item.html", row=row, top_k=json.loads(row["top_k"] or "[]"),
-                           label=effective_label(row), labels=deps()["labels"])
+                           label=effective_label(row), labels=deps()["labels"], box=_box(row),
+                           has_crop=deps()["store"].has_crop(capture_id),
+                           detection_keys=[k for k in DETECTION_FIELDS if row.get(k) is not None])
+
+
+def _box(row) -> dict | None:
+    """The SVG rectangle of a detector keep's box, in the frame's units (0 to 1), or None."""
+    box = box_or_none(row["box"])
+    if box is None:
+        return None
+    left, top, right, bottom = box
+    return {"x": left, "y": top, "width": round(right - left, 6), "height": round(bottom - top, 6)}
 
 
 def _send(row, relative: str, etag: str):
@@ -98,7 +116,10 @@ def _send(row, relative: str, etag: str):
     path = (data_dir / relative).resolve()
     if not path.is_relative_to(data_dir) or not path.is_file():
         abort(404, f"the file of capture {row['id']} is missing")
-    response = send_file(path, mimetype="image/jpeg", etag=etag, conditional=True, max_age=86400)
+    return _cache_privately(send_file(path, mimetype="image/jpeg", etag=etag, conditional=True, max_age=86400))
+
+
+def _cache_privately(response):
     response.cache_control.public = False  # send_file says public; these may be private images
     response.cache_control.private = True
     response.cache_control.immutable = True  # an id's image never changes; a relabel does not touch it
@@ -115,6 +136,17 @@ def thumb(capture_id):
 def image(capture_id):
     row = _row_or_404(capture_id)
     return _send(row, row["image_path"], row["sha256"])
+
+
+@bp.route("/captures/<capture_id:capture_id>/crop")
+def crop(capture_id):
+    """A detector keep's crop (from the database, not a file), cached as its thumbnail is."""
+    row = _row_or_404(capture_id)
+    jpeg = deps()["store"].crop(capture_id)
+    if jpeg is None:
+        abort(404, f"capture {capture_id} has no crop: only a detector's keeps have one")
+    return _cache_privately(send_file(io.BytesIO(jpeg), mimetype="image/jpeg", etag=f"{row['sha256']}-crop",
+                                      conditional=True, max_age=86400))
 
 
 @bp.route("/captures/<capture_id:capture_id>/star", methods=["POST"])

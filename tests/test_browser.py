@@ -22,9 +22,12 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from appliance.config import Config
+from conftest import SHARED
 from appliance.web.server import WebServer
 from browser import (CHROMIUM, CHROMIUM_ARGS, PASSWORD, PageWatch, RunningAppliance, copy_photos, log_in,
                      replay_config, screenshot, wait_until)
+
+SSD = SHARED / "models" / "tf" / "ssd_mobilenet_v1_1.0_coco_quant.tflite"
 
 pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}: install Debian's chromium "
@@ -409,12 +412,32 @@ def test_with_the_loop_stopped_the_status_page_says_so_and_pause_is_refused(page
     expect(page.locator("#loop-missing")).to_have_text(re.compile(r"The capture loop is not running"))
     expect(field_text(page, "loop.state")).to_have_text("not running")
     expect(field_text(page, "items")).to_have_text("2")
+    expect(page.locator("#detector")).to_be_hidden()  # no detector configured: no row for one
     screenshot(page, "07-loop-not-running.png")
 
     page.get_by_role("button", name="Pause").click()
     expect(page.locator(".flash.error")).to_have_text("The capture loop is not running, so it cannot be controlled.")
     expect(page.locator(".flash.ok")).to_have_count(0)
     screenshot(page, "07-pause-refused.png")
+
+
+def test_with_a_detector_the_status_page_says_what_a_frame_costs(page, tmp_path):
+    photos = copy_photos(tmp_path / "photos")
+    config = replay_config(tmp_path, photos, camera={"fps": 0.0, "replay_loop": False, "replay_repeat": 3},
+                           detector={"path": str(SSD)})
+    RunningAppliance(config).start().join()
+    server = _serve(config)
+    try:
+        log_in(page, server.url)
+        expect(page.locator("#detector")).to_be_visible()
+        expect(field_text(page, "loop.detector.name")).to_have_text("coco-ssd")
+        # One detector inference a frame, and one crop classified on each of the two birds' six frames.
+        frames = 3 * len([p for p in photos.iterdir() if p.suffix in (".bmp", ".jpg")])
+        expect(field_text(page, "loop.detector.inferences_per_frame.mean")).to_have_text(f"{1 + 6 / frames:.2f}".rstrip("0"))
+        expect(field_text(page, "items")).to_have_text("2")
+        screenshot(page, "07-detector-status.png")
+    finally:
+        server.close()
 
 
 # -- on a phone ------------------------------------------------------------------------------------

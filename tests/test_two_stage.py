@@ -19,6 +19,7 @@ import pytest
 from conftest import BIRD_MODEL, IMAGES, REPO, SHARED
 from PIL import Image
 
+from appliance.cameras.replay import ReplayCamera
 from appliance.config import config_from_dict
 from appliance.errors import ConfigError, ModelError
 from appliance.pipeline.detections import Box, Detection
@@ -186,3 +187,24 @@ def test_appliance_demo_with_a_detector_keeps_each_bird_once(tmp_path, cli_env, 
     refused = subprocess.run(command + ["--tiles", "1x1"], cwd=REPO, env=cli_env, capture_output=True, text=True,
                              timeout=300)
     assert refused.returncode != 0 and "--tiles: 1x1 is the whole frame" in refused.stderr
+
+
+def test_frames_the_stage_discards_write_nothing_under_the_data_dir(make_config):
+    """Birds shown for two frames (one short of agreement) and photos without a bird, 80 frames: no byte
+    written, the database file untouched (only SQLite's side files may change)."""
+    files = [IMAGES / name for name in ("bird.bmp", "parrot.jpg", "cat_720p.jpg", "hot_dog.jpg")] * 10
+    camera = ReplayCamera((300, 300), files=files, fps=0, loop=False, repeat=2)
+    with Appliance(make_config(detector={"path": str(SSD)}), camera=camera) as appliance:
+        data = appliance.store.data_dir
+        before = files_in(data)
+        appliance.run()
+        after = files_in(data)
+        status = appliance.status()
+    assert status["frames"]["seen"] == 80 and status["frames"]["kept"] == 0
+    assert status["frames"]["by_reason"] == {"track-unconfirmed": 40, "no-target-detected": 40}
+    assert after == before
+
+
+def files_in(root):
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")
+            if p.is_file() and not p.name.endswith(("-wal", "-shm"))}

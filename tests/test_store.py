@@ -159,3 +159,22 @@ def test_retention_s_delete_spares_an_item_starred_since_it_was_chosen(store):
     assert store.delete([row_id], keep_starred=True) == 0
     assert store.get(row_id) is not None and image.is_file()
     assert store.delete([row_id]) > 0 and store.get(row_id) is None  # the owner's own delete takes it
+
+
+def test_an_id_is_never_given_again_after_its_capture_is_deleted_even_after_a_restart(tmp_path):
+    """SQLite gives the largest rowid again once its row is gone; the page caches images by id for a day,
+    and the sync and the links name items by id, so a new keep must never take a deleted one's."""
+    store = Store(tmp_path / "data")
+    ids = [store.insert_row(dict(_ROW, image_path=f"2026/01/01/{n}.jpg", sha256=f"{n:064x}")) for n in range(3)]
+    store.delete([ids[-1]])
+    after = store.insert_row(dict(_ROW, image_path="2026/01/01/x.jpg", sha256="a" * 64))
+    assert after == ids[-1] + 1
+    store.delete([after])
+    store.close()
+    store = Store(tmp_path / "data")
+    assert store.insert_row(dict(_ROW, image_path="2026/01/01/y.jpg", sha256="b" * 64)) == after + 1
+    store.close()
+
+
+_ROW = {"captured_at": "2026-01-01T00:00:00.000Z", "label": "Robin", "score": 0.9, "kind": "match", "bytes": 10,
+        "thumb_path": ""}

@@ -89,6 +89,8 @@ class Store:
         for column, kind in COLUMNS.items():  # a database from an older appliance gains new columns
             if column not in table.columns_dict:
                 table.add_column(column, kind)
+        # The last capture id given (see _new_id()).
+        self.db.execute("create table if not exists ids (name text primary key, last integer not null)")
         # The files of rows deleted but not yet unlinked (see delete()).
         self.db.execute("create table if not exists deleting (path text primary key)")
         self.db.execute(crops.SCHEMA)
@@ -136,13 +138,22 @@ class Store:
         given, in one transaction; returns its id."""
         with self._lock:
             with self.db.atomic():  # not `with conn`: sqlite-utils' insert would commit the row alone
-                row_id = self.db["captures"].insert(row).last_pk
+                row_id = self._new_id()
+                self.db["captures"].insert(dict(row, id=row_id))
                 crops.put(self.db.conn, row_id, crop_bytes)
             self._count = None
             self.used_bytes += row["bytes"]
             if row["kind"] == "audit":
                 self.audit_bytes += row["bytes"]
         return row_id
+
+    def _new_id(self) -> int:
+        """The next capture id, never one a deleted capture had: SQLite would give the largest id again
+        once its row is gone, and an id names an item to the page's caches, the sync and the links."""
+        return self.db.conn.execute(
+            "insert into ids (name, last) values ('captures', 1 + max(coalesce((select last from ids where name = "
+            "'captures'), 0), coalesce((select max(id) from captures), 0))) on conflict (name) do update set "
+            "last = excluded.last returning last").fetchone()[0]
 
     def _free_name(self, captured_at: str, label: str) -> Path:
         """``YYYY/MM/DD/HHMMSS.mmm_label.jpg`` (UTC), made unique if two keeps share a millisecond."""

@@ -94,6 +94,72 @@ def valid_tiles(value: str) -> str:
     return f"{cols}x{rows}"
 
 
+def valid_broker_url(value: str) -> str:
+    """An MQTT broker's URL: ``mqtt://HOST[:PORT]`` or ``mqtts://HOST[:PORT]``, no user or path; "" for none."""
+    if not value:
+        return value
+    from urllib.parse import urlsplit
+
+    try:
+        url = urlsplit(value)
+        port = url.port
+    except ValueError:
+        raise ValueError(f"{value!r} is not a URL") from None
+    if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
+        raise ValueError(f"{value!r} is not mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+    if url.username or url.password:
+        raise ValueError("the URL holds a user name or password: give them as mqtt.username and mqtt.password")
+    if url.path not in ("", "/") or url.query or url.fragment:
+        raise ValueError(f"{value!r} has a path, query or fragment: a broker URL is only scheme, host and port")
+    if port == 0:
+        raise ValueError(f"{value!r} has port 0")
+    return value
+
+
+def valid_endpoint(value: str) -> str:
+    """An S3-compatible store's endpoint: ``http(s)://HOST[:PORT]``; "" for none."""
+    if not value:
+        return value
+    from urllib.parse import urlsplit
+
+    try:
+        url = urlsplit(value)
+        url.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValueError(f"{value!r} is not a URL") from None
+    if url.scheme not in ("http", "https") or not url.hostname or url.username or url.query or url.fragment:
+        raise ValueError(f"{value!r} is not http(s)://HOST[:PORT]")
+    return value.rstrip("/")
+
+
+def valid_topic_prefix(value: str) -> str:
+    """An MQTT topic prefix: levels of letters, digits, '_' and '-', joined by '/'."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*", value):
+        raise ValueError(f"{value!r} is not a topic prefix")
+    return value
+
+
+def valid_bucket(value: str) -> str:
+    """An S3 bucket name (3-63 lower-case letters, digits, '.', '-'); "" for none."""
+    if value and not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", value):
+        raise ValueError(f"{value!r} is not a bucket name")
+    return value
+
+
+def valid_key_prefix(value: str) -> str:
+    """An object key prefix: "" or path segments without '..', no leading '/'."""
+    if value.startswith("/") or ".." in value.split("/") or "\\" in value or any(ord(c) < 32 for c in value):
+        raise ValueError(f"{value!r} is not a key prefix")
+    return value.strip("/")
+
+
+def valid_quiet_hours(value: str) -> str:
+    """``HH:MM-HH:MM`` (may cross midnight), or "" for none."""
+    if value and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d", value):
+        raise ValueError(f"{value!r} is not HH:MM-HH:MM")
+    return value
+
+
 def valid_login_password(value: str) -> str:
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise ValueError("the value has a control character (a line break, a tab)")
@@ -139,6 +205,19 @@ def check_system(system: SystemConfig, source) -> None:
     if system.wifi_passphrase and not system.wifi_ssid:
         raise ConfigError(source, "system.wifi_passphrase", "set, but system.wifi_ssid is empty",
                           "set wifi_ssid too, or leave wifi_passphrase empty")
+
+
+def check_links(config, source) -> None:
+    """Keys of one link that only work together."""
+    upload = config.upload
+    if upload.endpoint and not upload.bucket:
+        raise ConfigError(source, "upload.bucket", "must be set with upload.endpoint", "the bucket's name")
+    if upload.endpoint and bool(upload.access_key) != bool(upload.secret_key):
+        raise ConfigError(source, "upload.secret_key", "upload.access_key and upload.secret_key go together",
+                          "both, or neither (the store then takes anonymous requests)")
+    mqtt = config.mqtt
+    if mqtt.password and not mqtt.username:
+        raise ConfigError(source, "mqtt.username", "must be set with mqtt.password", "the broker user's name")
 
 
 def check_storage(storage: StorageConfig, source) -> None:

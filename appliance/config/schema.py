@@ -11,7 +11,8 @@ from pathlib import Path
 
 from appliance.config.checks import (SSH_KEY_TYPES, ssh_key_lines, valid_country, valid_crypt_hash, valid_hostname,
                                      valid_login_password, valid_passphrase, valid_ssh_keys, valid_ssid, valid_tiles,
-                                     valid_timezone)
+                                     valid_timezone, valid_broker_url, valid_endpoint, valid_topic_prefix,
+                                     valid_bucket, valid_key_prefix, valid_quiet_hours)
 
 DEVICE_CONFIG_PATH = Path("/boot/firmware/appliance.toml")
 
@@ -116,6 +117,60 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class MqttConfig:
+    url: str = _key("", "The MQTT broker, mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (TLS); empty: no MQTT.",
+                    check=valid_broker_url, allowed='"", mqtt://HOST[:PORT] or mqtts://HOST[:PORT]')
+    username: str = _key("", "The broker user's name; empty: anonymous.")
+    password: str = _key("", "The broker user's password.", secret=True)
+    client_id: str = _key("", "The MQTT client id; empty: appliance-HOSTNAME.")
+    topic_prefix: str = _key("appliance", "First levels of every topic: PREFIX/HOSTNAME/events and the rest.",
+                             check=valid_topic_prefix, allowed="levels of letters, digits, '_' and '-' joined by '/'")
+    qos: int = _key(1, "MQTT quality of service of every message: 1 (at least once) suits a queue that survives restarts.",
+                    min=0, max=2)
+    status_interval_s: float = _key(30.0, "How often the retained status message is published.", min=5.0, max=3600.0)
+    discovery: bool = _key(True, "Announce the camera to Home Assistant (MQTT discovery).")
+    discovery_prefix: str = _key("homeassistant", "Home Assistant's discovery prefix.", check=valid_topic_prefix,
+                                 allowed="levels of letters, digits, '_' and '-' joined by '/'")
+    ca_file: str = _key("", "With mqtts: a CA certificate file to trust; empty: the system's.")
+
+
+@dataclass(frozen=True)
+class UploadConfig:
+    endpoint: str = _key("", "An S3-compatible object store, http(s)://HOST[:PORT] (SeaweedFS, Garage, MinIO, AWS); empty: no upload.",
+                         check=valid_endpoint, allowed='"" or http(s)://HOST[:PORT]')
+    bucket: str = _key("", "The bucket kept images go to (it must exist).", check=valid_bucket,
+                       allowed='"" or 3-63 lower-case letters, digits, "." and "-"')
+    region: str = _key("us-east-1", "The store's region (most S3-compatible stores take any).")
+    access_key: str = _key("", "The access key id.", secret=True)
+    secret_key: str = _key("", "The secret access key.", secret=True)
+    prefix: str = _key("", "First part of every object key: PREFIX/HOSTNAME/YYYY/MM/DD/FILE.", check=valid_key_prefix,
+                       allowed="path segments without '..' and no leading '/'")
+    max_bytes_per_s: int = _key(0, "Bandwidth cap of uploads; 0: none.", min=0, size=True)
+    evict_uploaded: bool = _key(True, "Retention treats an uploaded item as taken off the device (like a synced one), so it may give way first.")
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    urls: tuple[str, ...] = _key((), "Apprise URLs to notify (ntfy://, tgram://, mailtos://, json://…); [] turns notifications off.",
+                                 secret=True)
+    labels: tuple[str, ...] = _key(("*",), "Labels that notify: exact names or glob patterns such as \"*Owl*\".")
+    min_score: float = _key(0.0, "Lowest score of a keep that notifies.", min=0.0, max=1.0)
+    min_score_by_label: dict[str, float] = _key({}, "Per-label minimum scores: {\"PATTERN\" = SCORE}; the first matching pattern wins.",
+                                                min=0.0, max=1.0)
+    first_of_day: bool = _key(False, "Notify only the first keep of each label each day (the device's time zone).")
+    cooldown_s: float = _key(300.0, "After notifying a label, do not notify it again for this long.", min=0.0, max=604800.0)
+    quiet_hours: str = _key("", "HH:MM-HH:MM (the device's time zone) in which nothing is sent; kept notifications wait until it ends. Empty: none.",
+                            check=valid_quiet_hours, allowed='"" or HH:MM-HH:MM such as "22:00-06:30"')
+    attach_thumbnail: bool = _key(True, "Attach the keep's thumbnail where the service takes attachments.")
+
+
+@dataclass(frozen=True)
+class OutboxConfig:
+    max_entries: int = _key(50_000, "Most messages and uploads waiting to be sent; past it the oldest notifications give way first, then MQTT events (counted and logged); uploads never.",
+                            min=100, max=10_000_000)
+
+
+@dataclass(frozen=True)
 class StatusConfig:
     runtime_dir: str = _key("/run/appliance", "Where live status is written; a tmpfs, never the SD card.")
     interval_s: float = _key(1.0, "How often live status is written.", min=0.1, max=60.0)
@@ -189,6 +244,10 @@ class Config:
     keep: KeepConfig = field(default_factory=KeepConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    upload: UploadConfig = field(default_factory=UploadConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
     web: WebConfig = field(default_factory=WebConfig)
     gpio: GpioConfig = field(default_factory=GpioConfig)
@@ -205,10 +264,11 @@ class Config:
 
 
 SECTIONS = {"camera": CameraConfig, "model": ModelConfig, "keep": KeepConfig, "detector": DetectorConfig,
-            "storage": StorageConfig, "status": StatusConfig, "web": WebConfig, "gpio": GpioConfig,
+            "storage": StorageConfig, "mqtt": MqttConfig, "upload": UploadConfig, "notify": NotifyConfig,
+            "outbox": OutboxConfig, "status": StatusConfig, "web": WebConfig, "gpio": GpioConfig,
             "system": SystemConfig}
 PATH_KEYS = {("camera", "replay_dir"), ("model", "path"), ("model", "labels"), ("model", "edgetpu_path"),
-             ("detector", "path"), ("detector", "labels"),
+             ("detector", "path"), ("detector", "labels"), ("mqtt", "ca_file"),
              ("storage", "data_dir"), ("status", "runtime_dir")}
 
 

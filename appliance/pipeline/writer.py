@@ -80,8 +80,10 @@ class ModelInfo:
 class Writer:
     """Consumes ``KeepJob``s on its own thread; ``submit`` never blocks."""
 
-    def __init__(self, store: Store, storage_config, model: ModelInfo, counts, detector: ModelInfo | None = None):
+    def __init__(self, store: Store, storage_config, model: ModelInfo, counts, detector: ModelInfo | None = None,
+                 links: tuple[str, ...] = ()):
         self.store = store
+        self.links = links  # each keep is queued for these (storage.outbox), in the transaction of its row
         self.config = storage_config
         self.model = model
         self.detector = detector
@@ -165,7 +167,7 @@ class Writer:
         replaced = self.store.rows_by_id([i for i in (best.replace_id, track_replaces) if i is not None])
         if not self._make_room(len(image_bytes) - sum(row["bytes"] for row in replaced)):
             return None
-        row_id = self.store.add(record, image_bytes, thumb_bytes, crop_bytes)
+        row_id = self.store.add(record, image_bytes, thumb_bytes, crop_bytes, self.links)
         log.info("kept %s %.2f (%s) from %s", record["label"], record["score"], record["kind"], record["source"])
         self.kept += 1
         self.last_keep = dict(record, id=row_id)

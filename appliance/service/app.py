@@ -34,6 +34,7 @@ from appliance.service.control import CONTROL_SOCKET, ControlServer
 from appliance.service.sdnotify import Notifier
 from appliance.service.status import LoopStats, StatusReporter
 from appliance.storage import retention
+from appliance.storage.outbox import configured_links
 from appliance.storage.store import Store
 from appliance.transfer import stick
 from appliance.transfer.offload import is_offload_running, read_progress
@@ -128,7 +129,8 @@ class Appliance:
         self.camera = camera or open_camera(config.camera, self.stage.lores_size if self.stage else
                                             self.classifier.input_size)
         self.stats = LoopStats()
-        self.writer = Writer(self.store, config.storage, self.model, self.stats.counts, self.detector_model)
+        self.writer = Writer(self.store, config.storage, self.model, self.stats.counts, self.detector_model,
+                             configured_links(config))
         self.loop = Loop(self.camera, self.classifier, policy, self.writer, self.store, self.stats, self.stage)
         self.reporter = StatusReporter(config.status.runtime_dir, config.status.interval_s, self.status,
                                        self.notifier, lambda: self.loop.heartbeat_s)

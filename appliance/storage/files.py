@@ -106,3 +106,16 @@ def atomic_write_bytes(path: str | Path, data: bytes, mode: int = 0o644) -> None
     """Write ``data`` to ``path`` durably and atomically."""
     with atomic_file(path, mode) as f:
         f.write(data)
+
+
+def slug(label: str, limit: int = 40) -> str:
+    """A file-name-safe short form of a label: ``"Ara macao (Scarlet Macaw)"`` → ``"ara-macao-scarlet-macaw"``."""
+    out, dash = [], False
+    for ch in label.lower():
+        if ch.isascii() and ch.isalnum():
+            out.append(ch)
+            dash = False
+        elif not dash and out:
+            out.append("-")
+            dash = True
+    return "".join(out).strip("-")[:limit].strip("-") or "unlabelled"

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING
 from sqlite_utils import Database
 
 from appliance.errors import StorageError
-from appliance.storage import crops
-from appliance.storage.files import atomic_write_bytes
+from appliance.storage import crops, outbox
+from appliance.storage.files import atomic_write_bytes, slug
 from appliance.storage.images import DETECTION_FIELDS, detection_fields
 from appliance.storage.images import METADATA_PREFIX, RECORD_FIELDS, metadata_comment  # noqa: F401 (their old home)
 from appliance.storage.reconcile import QUARANTINE, THUMBS, ReconcileReport, reconcile  # noqa: F401
@@ -89,6 +89,7 @@ class Store:
         for column, kind in COLUMNS.items():  # a database from an older appliance gains new columns
             if column not in table.columns_dict:
                 table.add_column(column, kind)
+        outbox.create(self.db.conn)
         # The last capture id given (see _new_id()).
         self.db.execute("create table if not exists ids (name text primary key, last integer not null)")
         # The files of rows deleted but not yet unlinked (see delete()).
@@ -113,7 +114,8 @@ class Store:
 
     # -- writing -------------------------------------------------------------------------------------
 
-    def add(self, record: dict, image_bytes: bytes, thumb_bytes: bytes, crop_bytes: bytes | None = None) -> int:
+    def add(self, record: dict, image_bytes: bytes, thumb_bytes: bytes, crop_bytes: bytes | None = None,
+            links=()) -> int:
         """Write a kept image and its thumbnail durably, then insert its row (and ``crop_bytes``, a
         detector keep's crop, in the same transaction); returns the row id.
 
@@ -131,16 +133,17 @@ class Store:
         atomic_write_bytes(thumb_path, thumb_bytes)
         row = dict(record, image_path=str(relative), thumb_path=str(Path(THUMBS) / relative),
                    bytes=len(image_bytes), sha256=hashlib.sha256(image_bytes).hexdigest())
-        return self.insert_row(row, crop_bytes)
+        return self.insert_row(row, crop_bytes, links)
 
-    def insert_row(self, row: dict, crop_bytes: bytes | None = None) -> int:
-        """Insert the row of files already durable on disk (``add``, reconciliation), and its crop if
-        given, in one transaction; returns its id."""
+    def insert_row(self, row: dict, crop_bytes: bytes | None = None, links=()) -> int:
+        """Insert the row of files already durable on disk (``add``, reconciliation), its crop if given,
+        and an outbox entry for each of ``links`` (``outbox``), in one transaction; returns its id."""
         with self._lock:
             with self.db.atomic():  # not `with conn`: sqlite-utils' insert would commit the row alone
                 row_id = self._new_id()
                 self.db["captures"].insert(dict(row, id=row_id))
                 crops.put(self.db.conn, row_id, crop_bytes)
+                outbox.enqueue_keep(self.db.conn, row_id, links)
             self._count = None
             self.used_bytes += row["bytes"]
             if row["kind"] == "audit":
@@ -385,15 +388,3 @@ class Store:
         with self._lock:
             self.db.conn.close()
 
-
-def slug(label: str, limit: int = 40) -> str:
-    """A file-name-safe short form of a label: ``"Ara macao (Scarlet Macaw)"`` → ``"ara-macao-scarlet-macaw"``."""
-    out, dash = [], False
-    for ch in label.lower():
-        if ch.isascii() and ch.isalnum():
-            out.append(ch)
-            dash = False
-        elif not dash and out:
-            out.append("-")
-            dash = True
-    return "".join(out).strip("-")[:limit].strip("-") or "unlabelled"

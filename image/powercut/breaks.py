@@ -41,10 +41,10 @@ BREAKS = {
         "        atomic_write_bytes(image_path, image_bytes)\n        atomic_write_bytes(thumb_path, thumb_bytes)\n"
         "        row = dict(record, image_path=str(relative), thumb_path=str(Path(THUMBS) / relative),\n"
         "                   bytes=len(image_bytes), sha256=hashlib.sha256(image_bytes).hexdigest())\n"
-        "        return self.insert_row(row, crop_bytes)\n",
+        "        return self.insert_row(row, crop_bytes, links)\n",
         "        row = dict(record, image_path=str(relative), thumb_path=str(Path(THUMBS) / relative),\n"
         "                   bytes=len(image_bytes), sha256=hashlib.sha256(image_bytes).hexdigest())\n"
-        "        capture_id = self.insert_row(row, crop_bytes)\n"
+        "        capture_id = self.insert_row(row, crop_bytes, links)\n"
         "        atomic_write_bytes(image_path, image_bytes)\n        atomic_write_bytes(thumb_path, thumb_bytes)\n"
         "        return capture_id\n",
     )]),

@@ -94,3 +94,39 @@ def test_any_box_gives_a_square_holding_the_box_and_inside_the_image_where_it_fi
                     assert start <= low * length + 1 and high * length - 1 <= start + side
             else:
                 assert start == (length - side) // 2  # centred, padded
+
+
+# --- The crop at the classifier's input, without the padded square -----------------------------------------
+
+def photo(name, size):
+    from PIL import Image
+
+    from conftest import IMAGES
+
+    return np.asarray(Image.open(IMAGES / name).convert("RGB").resize(size))
+
+
+@pytest.mark.parametrize("name, size, box", [
+    ("bird.bmp", (1920, 1080), Box(0.014, 0.199, 0.979, 0.957)),    # the chickadee: a square far taller than the frame
+    ("parrot.jpg", (1920, 1080), Box(0.145, 0.100, 0.922, 0.956)),  # the macaw
+    ("parrot.jpg", (1600, 1200), Box(0.40, 0.40, 0.55, 0.60)),      # inside the frame: nothing padded
+    ("hot_dog.jpg", (1600, 1200), Box(0.0, 0.0, 0.12, 0.2)),        # in a corner
+    ("cat_720p.jpg", (640, 480), Box(0.9, 0.7, 1.0, 1.0)),          # on two edges
+    ("bird.bmp", (333, 517), Box(0.05, 0.3, 0.95, 0.35)),           # portrait, odd sizes, a wide box
+])
+def test_crop_to_input_is_the_padded_square_area_averaged(name, size, box):
+    """The same crop as averaging the whole padded square: identical where the square lies in the image or
+    its scale works out the same; otherwise Pillow rounds a few windows' edges the other way (its window
+    starts at (k + 0.5) x scale - support, rounded: scale from the part differs from scale from the square in
+    the last bits), which moves a few pixels by some levels and leaves the crop as a whole the same."""
+    from appliance.cameras.convert import area_average, crop_to_input
+
+    image = photo(name, size)
+    expected = area_average(crop_square(image, box), (224, 224)).astype(int)
+    got = crop_to_input(image, box, (224, 224)).astype(int)
+    assert got.shape == expected.shape == (224, 224, 3)
+    differ = np.abs(got - expected)
+    assert differ.mean() < 0.1 and (differ > 1).mean() < 0.01, (differ.mean(), (differ > 1).mean())
+    left, top, side = square_region(box, size)
+    if left >= 0 and top >= 0 and left + side <= size[0] and top + side <= size[1]:
+        assert differ.max() == 0  # nothing padded: the very same pixels

@@ -19,8 +19,8 @@ With a detector configured the classifier no longer sees the whole frame. For ea
 
 A frame's ``reason`` is the one the status counts for it: "match" or "audit" if it kept anything, else
 the reason of its best box, else "no-target-detected". Nothing here writes anything: the loop hands the
-keeps to the writer. The detector, the classifier and the area-averaging resize (``cameras.convert``)
-are handed in (``service.app`` builds them).
+keeps to the writer. The detector, the classifier and the crop's cut and resize
+(``cameras.convert.crop_to_input``) are handed in (``service.app`` builds them).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-from appliance.pipeline.detections import Detection, TileGrid, crop_square
+from appliance.pipeline.detections import Box, Detection, TileGrid
 from appliance.pipeline.frames import Classification, Discard, Frame, Keep
 from appliance.pipeline.policy import MATCH, Policy
 from appliance.pipeline.tracks import Observation, Tracker
@@ -71,10 +71,11 @@ class DetectorStage:
     """Decides frames through a detector, a classifier, a keep ``policy`` and a ``tracker``."""
 
     def __init__(self, detector, classifier, policy: Policy, tracker: Tracker,
-                 shrink: Callable[[np.ndarray, tuple[int, int]], np.ndarray], grid: TileGrid | None = None,
+                 crop: Callable[[np.ndarray, Box, tuple[int, int]], np.ndarray], grid: TileGrid | None = None,
                  classify_crops: bool = True, max_boxes: int = DEFAULT_MAX_BOXES):
         self.detector = detector
-        self.shrink = shrink  # (image, (width, height)) -> the image area-averaged to that size
+        # (main, box, (width, height)) -> the box's square (detections.crop_square) area-averaged to that size
+        self.crop = crop
         self.classifier = classifier
         self.policy = policy
         self.tracker = tracker
@@ -119,7 +120,7 @@ class DetectorStage:
                            tuple(c.inference_ms for _, _, c, _ in looked if self.classify_crops))
 
     def _classify(self, main, detection):
-        crop = self.shrink(crop_square(main, detection.box), self.classifier.input_size)
+        crop = self.crop(main, detection.box, self.classifier.input_size)
         if self.classify_crops:
             classification = self.classifier.classify(crop)
         else:  # the detector's word alone

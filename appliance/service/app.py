@@ -15,7 +15,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from appliance.cameras import open_camera
-from appliance.cameras.convert import area_average
+from appliance.cameras.convert import crop_to_input
 from appliance.config import Config, ModelConfig, to_toml
 from appliance.errors import AcceleratorMissing, ApplianceError, CameraError, ModelError, RuntimeMissing, StorageError
 from appliance.inference.catalog import keep_defaults
@@ -66,7 +66,7 @@ def open_stage(config: Config, classifier, policy) -> DetectorStage | None:
              detector.model_path.name, detector.backend, sorted(detector.targets) or "every label", section.min_score,
              f", on {section.tiles} tiles and the whole frame ({grid.inferences} inferences a frame)" if grid else "",
              section.track_min_frames, round(section.track_min_share * 100))
-    return DetectorStage(detector, classifier, policy, Tracker(rule), area_average, grid, section.classify_crops,
+    return DetectorStage(detector, classifier, policy, Tracker(rule), crop_to_input, grid, section.classify_crops,
                          section.max_boxes)
 
 

@@ -108,3 +108,8 @@ class BenchmarkError(ApplianceError, RuntimeError):
 
 class NetworkError(ApplianceError, OSError):
     """NetworkManager refused or failed an action (opening the hotspot, joining the Wi-Fi); its own words."""
+
+
+class LinkError(ApplianceError, ConnectionError):
+    """A link (MQTT, the object store, a notification service) could not take an outbox entry now: it is
+    tried again later. The message says what went wrong and, where a person can, what to change."""

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import math
+import time
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -438,6 +439,40 @@ def test_with_a_detector_the_status_page_says_what_a_frame_costs(page, tmp_path)
         screenshot(page, "07-detector-status.png")
     finally:
         server.close()
+
+
+def test_the_status_page_shows_each_link_its_queue_and_its_problem(page, tmp_path):
+    from mosquitto import Broker
+
+    from appliance.links.service import LinksService
+
+    broker = Broker(tmp_path / "broker").start()
+    config = replay_config(tmp_path, copy_photos(tmp_path / "photos"), camera={"fps": 0.0, "replay_loop": False},
+                           mqtt={"url": broker.url}, notify={"urls": ("json://127.0.0.1:9/",)})
+    RunningAppliance(config).start().join()
+    service = LinksService(config)
+    for link in service.links:
+        link.start()
+    deadline = time.monotonic() + 20
+    while service.outbox.depth()["mqtt"] or not service.links[0].is_up():
+        assert time.monotonic() < deadline, service.state()
+        service.step()
+        time.sleep(0.05)
+    service.write_state()
+    server = _serve(config)
+    try:
+        log_in(page, server.url)
+        expect(page.locator("#links")).to_be_visible()
+        expect(page.locator("#link-mqtt")).to_contain_text("connected · 0 waiting")
+        expect(page.locator("#link-upload")).to_be_hidden()  # not configured
+        # Nothing listens where the notifications go: they wait, and the page says why.
+        expect(page.locator("#link-notify")).to_contain_text("2 waiting")
+        expect(page.locator("#link-notify .warning")).to_contain_text("notify.urls[0] did not take the notification")
+        screenshot(page, "07-links.png")
+    finally:
+        server.close()
+        service.close()
+        broker.stop()
 
 
 # -- on a phone ------------------------------------------------------------------------------------

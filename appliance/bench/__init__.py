@@ -1,4 +1,4 @@
-"""Benchmarks (``appliance bench``, ``bench-web``, ``bench-offload``): not part of the running appliance.
+"""Benchmarks (``appliance bench``, ``bench-web``, ``bench-offload``, ``bench-links``): not part of the running appliance.
 
 * ``classify`` — the runtime's bare ``invoke()`` against the whole capture → classify → keep loop
   (``lores``: a single-stream camera's software lores beside one inference).
@@ -8,6 +8,11 @@
   and the browsers (``page_clients``) as three processes at the systemd units' priorities.
 * ``offload`` — the USB offload against ``cp`` + ``sync`` on real filesystems (``offload_disks``: the
   loop devices, filesystem images and disk counters it runs on).
+* ``two_stage`` — the two-stage loop (detector → crops → classifier → tracks) against its inferences run
+  bare, by grid of tiles (``stage_timing``: ms per stage).
+* ``links`` — a keep's MQTT event from its row's commit to a subscriber, and a backlog's drain.
+* ``upload`` — the upload link against ``rclone copy`` to the same SeaweedFS (``seaweed``: the server it
+  starts); ``python -m appliance.bench.upload``.
 * ``common`` — what they share: A/B pairs run in alternation and their ratios summarised, the machine's
   description, percentiles, photo-like pixels.
 

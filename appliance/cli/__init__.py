@@ -22,8 +22,8 @@ import sys
 from appliance import __version__
 from appliance.errors import ApplianceError
 
-COMMAND_MODULES = ("run", "serve", "config", "models", "classify", "captures", "sync", "offload", "system", "network", "bench", "bench_web",
-                   "bench_offload")
+COMMAND_MODULES = ("run", "serve", "config", "models", "classify", "captures", "sync", "offload", "system", "network", "links", "bench", "bench_web",
+                   "bench_offload", "bench_links")
 
 
 def add_command(subparsers, name, func, **kwargs) -> argparse.ArgumentParser:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from appliance.cli import add_command
@@ -21,10 +22,20 @@ def register(subparsers):
 def check_command(args) -> int:
     """Check a config file: exit 0 if it is valid, else print FILE: KEY: problem and exit 2.
 
+    Beyond the keys and values, each of notify.urls is tried on Apprise (an unknown service, a
+    malformed part): named by its place in the list, never shown, since URLs hold secrets.
+
     Example:
         appliance config check /boot/firmware/appliance.toml
     """
-    load_config(args.file)
+    config = load_config(args.file)
+    if config.notify.urls:
+        from appliance.links.notify import check_urls
+
+        if problems := check_urls(config):
+            for problem in problems:
+                print(problem, file=sys.stderr)
+            return 2
     print(f"{args.file}: ok")
     return 0
 

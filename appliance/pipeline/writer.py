@@ -229,7 +229,7 @@ class Writer:
             self.counts["storage-full"] += 1
             if not self.is_full:
                 log.warning("storage full (%d bytes must be freed and nothing may be evicted): keeping "
-                            "stopped until images are offloaded, synced or deleted", need)
+                            "stopped until images are offloaded, synced, uploaded or deleted", need)
             self.is_full = True
             self._refused_at_s = time.monotonic()
             return False

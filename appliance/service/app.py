@@ -117,7 +117,8 @@ class Appliance:
         log.info("model %s (%s, %s), %d labels, keep rule: labels %s, ignore %s, min score %.2f",
                  self.model.name, self.classifier.backend, self.classifier.runtime, len(self.classifier.labels),
                  list(self.rule.labels), list(self.rule.ignore), self.rule.min_score)
-        self.store = Store(config.storage.data_dir)
+        # With upload.evict_uploaded, an uploaded item is taken off the device, like a synced one.
+        self.store = Store(config.storage.data_dir, is_uploaded_taken_off=config.upload.evict_uploaded)
         self._stack.callback(self.store.close)
         self.store.reconcile(thumbnail=lambda path: thumbnail_of_file(path, config.storage.thumbnail_px))
         policy = Policy(self.rule)

@@ -12,6 +12,8 @@
   under the best-N rule: pure choices.
 * ``best_n`` — the best-N rule's one read of a label's keeps (that day, or all).
 * ``activity`` — keeps per hour or day for the page's chart.
+* ``taken_off`` — what is taken off the device (offloaded, synced, uploaded) and its marks.
+* ``outbox`` — what the links send (MQTT, upload, notifications), queued with each keep.
 
 Core: imports no Flask, gpiozero, picamera2 or LiteRT.
 """

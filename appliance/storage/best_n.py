@@ -13,7 +13,6 @@ The rule itself is ``retention.plan_best_n`` (pure). Its rivals are read here:
 from __future__ import annotations
 
 from appliance.storage.retention import Rival
-from appliance.storage.store import TAKEN_OFF_SQL
 
 
 def best_n_scopes(store, label: str, captured_at: str, per_day: int, overall: int, exclude_id: int | None = None):
@@ -24,7 +23,7 @@ def best_n_scopes(store, label: str, captured_at: str, per_day: int, overall: in
     the store's index on the effective label and ``captured_at``)."""
     day = captured_at[:10]  # "2026-11-25" of "2026-11-25T14:03:02.123Z"
     sql = ("select id, coalesce(score, 0), starred, corrected_label is not null, "
-           f"{TAKEN_OFF_SQL}, captured_at from captures "
+           f"{store.taken_off_sql}, captured_at from captures "
            "where coalesce(corrected_label, label) = ? and kind = 'match' and missing = 0")
     params = [label]
     if not overall:

@@ -3,7 +3,8 @@ store is. Pure functions.
 
 Limits are a byte quota for kept images (0: none) and a free-space floor on the data filesystem.
 Eviction goes oldest first and never touches a starred item. Items not yet taken off the device
-(offloaded to USB or synced to a laptop) are evicted only when ``when_full = "evict-oldest"``; with
+(offloaded to USB, synced to a laptop, or uploaded to an object store where ``upload.evict_uploaded``
+says so: ``storage.taken_off``) are evicted only when ``when_full = "evict-oldest"``; with
 ``"stop"`` (the default) the appliance stops keeping instead and reports storage full.
 
 The best-N rule (``plan_best_n``) keeps at most N matches of a label per UTC day, or overall: a new
@@ -79,7 +80,7 @@ class Rival(NamedTuple):
     score: float
     is_starred: bool
     is_relabelled: bool  # a person corrected its label
-    is_taken_off: bool   # offloaded or synced (an upload will count too)
+    is_taken_off: bool   # offloaded or synced (or uploaded, with upload.evict_uploaded)
 
 
 @dataclass(frozen=True)

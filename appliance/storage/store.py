@@ -39,6 +39,7 @@ from appliance.storage.images import DETECTION_FIELDS, detection_fields
 from appliance.storage.images import METADATA_PREFIX, RECORD_FIELDS, metadata_comment  # noqa: F401 (their old home)
 from appliance.storage.reconcile import QUARANTINE, THUMBS, ReconcileReport, reconcile  # noqa: F401
 from appliance.storage.reserve import OPEN_NEEDS_BYTES, RESERVE_BYTES, RESERVE_NAME, make_room  # noqa: F401
+from appliance.storage.taken_off import TAKEN_OFF_SQL, TakenOff, taken_off_sql  # noqa: F401
 
 if TYPE_CHECKING:  # an annotation only
     from appliance.storage.filters import Filters
@@ -48,23 +49,25 @@ log = logging.getLogger(__name__)
 DB_NAME = "appliance.db"
 LABELS_MAX_AGE_S = 30.0
 COUNT_MAX_AGE_S = 5.0  # the status API's item count: see count()
-# A capture is taken off the device: offloaded to USB or synced to a laptop (an upload will join here).
-TAKEN_OFF_SQL = "(offloaded_at is not null or synced_at is not null)"
 
 COLUMNS = {
     "id": int, "captured_at": str, "clock_source": str, "label": str, "score": float, "top_k": str,
     "kind": str, "reason": str, "model_name": str, "model_sha256": str, "backend": str,
     "inference_ms": float, "source": str, "image_path": str, "thumb_path": str, "width": int,
     "height": int, "bytes": int, "sha256": str, "starred": int, "offloaded_at": str, "synced_at": str,
-    "missing": int, "corrected_label": str, **DETECTION_FIELDS,
+    "uploaded_at": str, "missing": int, "corrected_label": str, **DETECTION_FIELDS,
 }
 
 
-class Store:
-    """Kept captures in ``data_dir``: files plus a WAL-mode SQLite database. Thread-safe."""
+class Store(TakenOff):
+    """Kept captures in ``data_dir``: files plus a WAL-mode SQLite database. Thread-safe.
 
-    def __init__(self, data_dir: str | Path):
+    ``is_uploaded_taken_off`` (``upload.evict_uploaded``): retention and the best-N rule count an item
+    uploaded to the object store as taken off the device, like one offloaded or synced (``taken_off``)."""
+
+    def __init__(self, data_dir: str | Path, is_uploaded_taken_off: bool = False):
         self.data_dir = Path(data_dir)
+        self.taken_off_sql = taken_off_sql(is_uploaded_taken_off)
         self._lock = threading.Lock()
         self._labels: tuple[float, list[str]] | None = None  # (when counted, labels): see labels()
         self._count: tuple[float, int] | None = None  # (when counted, rows): see count()
@@ -241,8 +244,8 @@ class Store:
     def retention_candidates(self):
         """Captures oldest first as ``(id, bytes, is_starred, is_taken_off)``, for retention to choose from."""
         with self._lock:
-            cursor = self.db.execute(
-                f"select id, bytes, starred, {TAKEN_OFF_SQL} from captures where missing = 0 order by captured_at, id")
+            cursor = self.db.execute(f"select id, bytes, starred, {self.taken_off_sql} from captures "
+                                     "where missing = 0 order by captured_at, id")
             rows = cursor.fetchall()
         return [(i, b, bool(s), bool(t)) for i, b, s, t in rows]
 
@@ -327,11 +330,6 @@ class Store:
                     "select coalesce(corrected_label, label) as l from captures group by l order by count(*) desc, l")])
             return list(self._labels[1])
 
-    def unsynced_ids(self) -> list[int]:
-        with self._lock:
-            return [r[0] for r in self.db.execute(
-                "select id from captures where synced_at is null and missing = 0 order by id")]
-
     def set_starred(self, capture_id: int, is_starred: bool) -> bool:
         return self._update(capture_id, {"starred": int(is_starred)})
 
@@ -339,33 +337,6 @@ class Store:
         """Record a person's correction (the model's label stays); None or "" clears it."""
         self._labels = None
         return self._update(capture_id, {"corrected_label": label or None})
-
-    def mark_synced(self, verified: dict[int, str], when: str) -> tuple[list[int], list[int]]:
-        """Mark captures synced whose sha256 the client verified; returns ``(marked, mismatched)``.
-
-        An id whose sha256 differs from the stored one (or that does not exist) is not marked."""
-        marked, mismatched = [], []
-        with self._lock, self.db.conn:
-            for capture_id, sha256 in verified.items():
-                cursor = self.db.execute("update captures set synced_at = ? where id = ? and sha256 = ?",
-                                         [when, capture_id, sha256])
-                (marked if cursor.rowcount else mismatched).append(capture_id)
-        return marked, mismatched
-
-    def not_offloaded(self, up_to_id: int | None = None) -> tuple[int, int]:
-        """How many kept items are not yet offloaded, and their bytes (only ids ≤ ``up_to_id`` if given)."""
-        where, params = "offloaded_at is null and missing = 0", []
-        if up_to_id is not None:
-            where, params = where + " and id <= ?", [up_to_id]
-        with self._lock:
-            count, size = self.db.execute(
-                f"select count(*), coalesce(sum(bytes), 0) from captures where {where}", params).fetchone()
-        return count, size
-
-    def mark_offloaded(self, ids, when: str) -> None:
-        """Record that these captures are on a USB stick, verified there."""
-        with self._lock, self.db.conn:
-            self.db.conn.executemany("update captures set offloaded_at = ? where id = ?", [(when, i) for i in ids])
 
     def _update(self, capture_id, values) -> bool:
         with self._lock, self.db.conn:

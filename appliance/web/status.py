@@ -9,6 +9,7 @@ from pathlib import Path
 from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, request, url_for
 
 from appliance.errors import ApplianceError, LoopNotRunning
+from appliance.links.service import read_links
 from appliance.network.service import read_network, request_hotspot
 from appliance.service.status import read_status
 from appliance.storage.store import COUNT_MAX_AGE_S
@@ -35,6 +36,7 @@ def live_status() -> dict:
         "items": store.count(max_age_s=COUNT_MAX_AGE_S), "free_bytes": store.free_bytes(),
         "offload": read_progress(config.status.runtime_dir),
         "network": read_network(config.status.runtime_dir),
+        "links": read_links(config.status.runtime_dir),
         "cpu_temperature_c": cpu_temperature_c(),
         "device_uptime_s": device_uptime_s(),
     }

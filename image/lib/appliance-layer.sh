@@ -156,7 +156,8 @@ for module in numpy, PIL:
     # Units, rules, tmpfiles, polkit.
     local unit
     for unit in appliance.service appliance-web.service appliance-web.socket appliance-offload@.service \
-                appliance-firstboot.service appliance-system.service appliance-network.service; do
+                appliance-firstboot.service appliance-system.service appliance-network.service \
+                appliance-links.service; do
         install -m 644 "$REPO/systemd/$unit" "$ROOT/etc/systemd/system/$unit"
     done
     install -m 644 "$REPO/systemd/appliance.tmpfiles" "$ROOT/usr/lib/tmpfiles.d/appliance.conf"
@@ -176,7 +177,8 @@ for module in numpy, PIL:
     # One unit per call: systemctl enables none of them if one is missing, and says which.
     local unit
     for unit in appliance.service appliance-web.socket appliance-firstboot.service appliance-system.service \
-                appliance-network.service NetworkManager.service systemd-timesyncd.service avahi-daemon.service; do
+                appliance-network.service appliance-links.service NetworkManager.service systemd-timesyncd.service \
+                avahi-daemon.service; do
         systemctl --root="$ROOT" enable "$unit" 2>&1 | { grep -v '^Created symlink' >&2 || true; }
         [ "$(systemctl --root="$ROOT" is-enabled "$unit" 2>&1)" = enabled ] || die "could not enable $unit in the image"
     done
@@ -225,7 +227,8 @@ for module in numpy, PIL:
     # systemd's own check of the units as installed: the image's systemd-analyze, in the root (emulated;
     # nothing runs), as the build machine's may be older than the image's units and their keys.
     local units=(appliance.service appliance-web.service appliance-web.socket appliance-offload@sda1.service
-                 appliance-firstboot.service appliance-system.service appliance-network.service)
+                 appliance-firstboot.service appliance-system.service appliance-network.service
+                 appliance-links.service)
     [ "$READ_ONLY_ROOT" = 1 ] && units+=(appliance-read-only-root.service)
     local verify_out
     verify_out=$(cd "$ROOT/etc/systemd/system" && cp appliance-offload@.service appliance-offload@sda1.service &&

@@ -30,6 +30,7 @@
     score: (v) => (v == null ? "—" : v.toFixed(2)),
     time: (v) => (v ? new Date(v).toLocaleString() : "—"),
     state: (v) => v || "not running",
+    link: (v) => (v ? "connected" : "not connected"),
   };
 
   function render(status) {

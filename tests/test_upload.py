@@ -257,3 +257,56 @@ def test_with_evict_uploaded_an_uploaded_item_gives_way_like_a_synced_one(tmp_pa
     [(_, rivals), _] = best_n_scopes(store, "Ara macao (Scarlet Macaw)", f"{DAY}T12:00:00Z", 3, 0)
     assert {r.id: r.is_taken_off for r in rivals} == {uploaded: is_uploaded_taken_off, synced: True, neither: False}
     store.close()
+
+
+def test_the_links_process_killed_mid_upload_loses_nothing_and_marks_nothing_not_in_the_bucket(
+        tmp_path, seaweed_s3, s3_bucket, cli_env):
+    """`appliance links` as its own process, SIGKILLed while it uploads at 1 MB/s, then started again: every
+    keep marked uploaded is in the bucket with its SHA-256 at every moment, and in the end all are, once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    from appliance.config import to_toml
+
+    config = upload_config(tmp_path, seaweed_s3, s3_bucket, max_bytes_per_s=1_000_000)
+    store = Store(config.storage.data_dir)
+    ids = [keep(store, second=n, scale=2.0) for n in range(6)]  # ~0.5 MB each: ~3 s of uploads in all
+    path = tmp_path / "appliance.toml"
+    path.write_text(to_toml(config))
+    command = [sys.executable, "-m", "appliance", "links", "--config", str(path)]
+
+    def checked():
+        """The ids marked uploaded, each checked against the bucket (present, with the keep's SHA-256)."""
+        client = seaweed_s3.client()
+        marked = [r for r in store.rows() if r["uploaded_at"]]
+        for row in marked:
+            key = f"trail-cam-3/2026/11/25/{Path(row['image_path']).name}"
+            assert stored_sha256(client, s3_bucket, key)[0] == row["sha256"], key
+        return {r["id"] for r in marked}
+
+    first = subprocess.Popen(command, cwd=REPO, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not checked() and time.monotonic() < deadline:  # kill it once some, not all, are up
+        time.sleep(0.05)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(10)
+    partly = checked()
+    assert partly and partly != set(ids), partly
+    again = subprocess.Popen(command, cwd=REPO, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while checked() != set(ids):
+            assert time.monotonic() < deadline and again.poll() is None, again.stderr.read().decode()[-2000:]
+            time.sleep(0.1)
+    finally:
+        again.send_signal(signal.SIGTERM)
+        again.wait(20)
+    keys = objects(seaweed_s3, s3_bucket)
+    assert len([k for k in keys if k.endswith(".jpg")]) == len(ids) == len([k for k in keys if k.endswith(".json")])
+    [[waiting]] = store.select("select count(*) from outbox where link = 'upload'")
+    assert waiting == 0
+    store.close()

@@ -310,3 +310,37 @@ def test_the_links_process_killed_mid_upload_loses_nothing_and_marks_nothing_not
     [[waiting]] = store.select("select count(*) from outbox where link = 'upload'")
     assert waiting == 0
     store.close()
+
+
+def test_a_keep_relabelled_after_its_upload_has_its_sidecar_sent_again_and_not_its_image(tmp_path, seaweed_s3,
+                                                                                       s3_bucket, store):
+    config = upload_config(tmp_path, seaweed_s3, s3_bucket)
+    owl = keep(store, "bird.bmp", "Strix varia (Barred Owl)", scale=0.2)
+    service = links_service(config)
+    drain(service)
+    sidecar_key = f"trail-cam-3/2026/11/25/{store.get(owl)['image_path'].split('/')[-1]}.json"
+    assert json.loads(objects(seaweed_s3, s3_bucket)[sidecar_key])["label"] == "Strix varia (Barred Owl)"
+    puts = []
+    service.links[0].client.meta.events.register("before-call.s3.PutObject",
+                                                 lambda params, **_: puts.append(params["url_path"]))
+    store.relabel(owl, "Strix nebulosa")
+    assert service.outbox.due("upload")[0].key == f"sidecar:{owl}"
+    drain(service)
+    assert json.loads(objects(seaweed_s3, s3_bucket)[sidecar_key])["label"] == "Strix nebulosa"
+    assert len(puts) == 1 and puts[0].endswith(".json"), puts  # the image stays as it was
+    store.relabel(owl, None)  # the correction taken back: the sidecar says the model's label again
+    drain(service)
+    assert json.loads(objects(seaweed_s3, s3_bucket)[sidecar_key])["label"] == "Strix varia (Barred Owl)"
+    service.close()
+
+
+def test_a_relabel_made_while_its_upload_was_under_way_queues_the_sidecar_when_it_is_marked(store):
+    owl = keep(store, "bird.bmp", "Strix varia (Barred Owl)", scale=0.2, links=())
+    uploaded = store.get(owl)  # the row the upload read
+    store.relabel(owl, "Strix nebulosa")  # not yet marked: the relabel itself queues nothing
+    assert store.db.execute("select count(*) from outbox").fetchone()[0] == 0
+    store.mark_uploaded(owl, "2026-11-25T10:16:00Z", uploaded["corrected_label"])
+    assert [r[0] for r in store.db.execute("select key from outbox")] == [f"sidecar:{owl}"]
+    store.db.execute("delete from outbox")
+    store.mark_uploaded(owl, "2026-11-25T10:17:00Z", "Strix nebulosa")  # it carried the relabel: nothing more
+    assert store.db.execute("select count(*) from outbox").fetchone()[0] == 0

@@ -18,6 +18,10 @@ How a keep goes (``send``), each step or the keep stays queued (``LinkError``) a
 5. only then the keep is marked ``uploaded_at`` (``Store.mark_uploaded``), as offload and sync mark
    theirs after their read-back.
 
+A relabel of a keep already uploaded queues a ``sidecar:ID`` entry (``Store.relabel``, in the
+relabel's transaction; ``Store.mark_uploaded`` queues it too for a relabel made while the upload was
+under way): its sidecar alone goes again, as the row is then, verified the same way.
+
 Several at once: the links service sends one entry at a time, and a store answers each request after
 a delay that one keep at a time would spend idle; so ``send`` also starts the uploads (steps 1-4) of
 the entries due next, up to ``WINDOW`` keeps in flight, as rclone's ``--transfers``. Marks stay in
@@ -59,7 +63,7 @@ from appliance.clock import utc_iso
 from appliance.errors import LinkError
 from appliance.storage.files import read_regular
 from appliance.storage.images import DETECTION_FIELDS, box_or_none
-from appliance.storage.outbox import Outbox, enqueue_keep
+from appliance.storage.outbox import Outbox, enqueue_keep, keep_key, sidecar_key
 from appliance.transfer.export import effective_label
 
 log = logging.getLogger(__name__)
@@ -223,9 +227,13 @@ class UploadLink:
         self._outbox = outbox
 
     def send(self, entry, capture: dict | None, store) -> None:
-        """Upload ``capture``'s image and sidecar, verify the image's SHA-256 in the store, mark it uploaded."""
+        """Upload ``capture``'s image and sidecar, verify the image's SHA-256 in the store, mark it
+        uploaded; for a ``sidecar:`` entry (a keep relabelled after its upload), its sidecar alone."""
         if capture is None or capture["missing"]:
             log.warning("upload: %s has no file on the card (missing): nothing to upload", entry.key)
+            return
+        if entry.key == sidecar_key(capture["id"]):
+            self._send_sidecar(capture)
             return
         row, upload = self._ahead.pop(entry.key, (None, None))
         if row != capture:  # not read ahead, or its row changed since (a relabel): upload it as it is now
@@ -240,7 +248,25 @@ class UploadLink:
             self.problem = str(error)
             self._forget_ahead()  # what was read ahead is sent again, not trusted from before the failure
             raise error from None
-        store.mark_uploaded(capture["id"], utc_iso())
+        store.mark_uploaded(capture["id"], utc_iso(), capture["corrected_label"])
+        self._up()
+
+    def _send_sidecar(self, capture: dict) -> None:
+        """The sidecar of a keep already uploaded, as its row is now. Not yet uploaded (its ``keep:``
+        entry still waits, and reads the row when it goes): nothing to do."""
+        if not capture["uploaded_at"]:
+            return
+        key = f"{self._key(capture)}.json"
+        record = json.dumps(sidecar(capture, self.device), indent=1).encode()
+        try:
+            self._put(key, record, "application/json", hashlib.sha256(record).hexdigest())
+        except (BotoCoreError, ClientError, LinkError) as e:
+            error = e if isinstance(e, LinkError) else self._failure(e, key)
+            self.problem = str(error)
+            raise error from None
+        self._up()
+
+    def _up(self) -> None:
         self._down_until, self._probe_s, self.problem = None, PROBE_FIRST_S, None
 
     def _read_ahead(self, entry, store) -> None:
@@ -248,7 +274,8 @@ class UploadLink:
         verified but not marked (module doc: "Several at once")."""
         if self._outbox is None:
             return
-        due = [e for e in self._outbox.due(self.name, WINDOW) if e.key != entry.key and e.capture_id is not None]
+        due = [e for e in self._outbox.due(self.name, WINDOW)
+               if e.key != entry.key and e.capture_id is not None and e.key == keep_key(e.capture_id)]
         for key in set(self._ahead) - {e.key for e in due}:
             del self._ahead[key]  # no longer due (its keep deleted, or backing off): its upload is let go
         for ahead in due:

@@ -67,6 +67,12 @@ def keep_key(capture_id: int) -> str:
     return f"keep:{capture_id}"
 
 
+def sidecar_key(capture_id: int) -> str:
+    """The upload link's entry for a keep already uploaded whose record changed (a relabel): only its
+    JSON sidecar goes again."""
+    return f"sidecar:{capture_id}"
+
+
 def enqueue(conn: sqlite3.Connection, link: str, key: str, payload: dict | None = None,
             capture_id: int | None = None, replace: bool = False, now: float | None = None) -> None:
     """Queue one entry; an entry of the same link and key already waiting stays as it is, unless ``replace``."""

@@ -334,9 +334,18 @@ class Store(TakenOff):
         return self._update(capture_id, {"starred": int(is_starred)})
 
     def relabel(self, capture_id: int, label: str | None) -> bool:
-        """Record a person's correction (the model's label stays); None or "" clears it."""
+        """Record a person's correction (the model's label stays); None or "" clears it. A keep already
+        in the object store has its sidecar queued to go again, in the same transaction (see
+        ``mark_uploaded``)."""
         self._labels = None
-        return self._update(capture_id, {"corrected_label": label or None})
+        with self._lock, self.db.conn:
+            cursor = self.db.execute("update captures set corrected_label = ? where id = ?", [label or None, capture_id])
+            is_uploaded = self.db.execute("select uploaded_at is not null from captures where id = ?",
+                                          [capture_id]).fetchone()
+            if is_uploaded and is_uploaded[0]:
+                outbox.enqueue(self.db.conn, "upload", outbox.sidecar_key(capture_id), capture_id=capture_id,
+                               replace=True)
+            return cursor.rowcount == 1
 
     def _update(self, capture_id, values) -> bool:
         with self._lock, self.db.conn:

@@ -8,6 +8,8 @@ the best-N rule free first what is taken off: offloaded or synced, and uploaded 
 
 from __future__ import annotations
 
+from appliance.storage import outbox
+
 TAKEN_OFF_SQL = "(offloaded_at is not null or synced_at is not null)"
 TAKEN_OFF_OR_UPLOADED_SQL = "(offloaded_at is not null or synced_at is not null or uploaded_at is not null)"
 
@@ -58,7 +60,16 @@ class TakenOff:
             return [r[0] for r in self.db.execute(
                 "select id from captures where uploaded_at is null and missing = 0 order by id")]
 
-    def mark_uploaded(self, capture_id: int, when: str) -> bool:
+    def mark_uploaded(self, capture_id: int, when: str, corrected_label: str | None = None) -> bool:
         """Record that a capture is in the object store, its SHA-256 verified there (``links.upload``);
-        False if there is no such capture (deleted meanwhile)."""
-        return self._update(capture_id, {"uploaded_at": when})
+        False if there is no such capture (deleted meanwhile). ``corrected_label`` is the one its
+        uploaded sidecar carries: if a relabel came meanwhile, the sidecar is queued to go again in the
+        same transaction (a relabel after this mark queues it itself: ``Store.relabel``)."""
+        with self._lock, self.db.conn:
+            cursor = self.db.execute("update captures set uploaded_at = ? where id = ?", [when, capture_id])
+            is_relabelled = self.db.execute("select corrected_label is not ? from captures where id = ?",
+                                            [corrected_label, capture_id]).fetchone()
+            if is_relabelled and is_relabelled[0]:
+                outbox.enqueue(self.db.conn, "upload", outbox.sidecar_key(capture_id), capture_id=capture_id,
+                               replace=True)
+            return cursor.rowcount == 1

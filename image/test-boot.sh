@@ -302,8 +302,18 @@ check "first boot applied the hostname" test "$(on_card hostname)" = appliance-t
 check "first boot applied the timezone" test "$(on_card readlink /etc/localtime)" = /usr/share/zoneinfo/Europe/Oslo
 check "first boot grew the root filesystem to the card (> 6 GB)" \
     test "$(on_card findmnt -bno SIZE /)" -gt 6000000000
-password_gone() { ! on_card grep -q "$PASSWORD" /boot/firmware/appliance.toml; }
+password_gone() { ! on_card sudo grep -q "$PASSWORD" /boot/firmware/appliance.toml; }
 check "the web password's clear text left the boot partition" password_gone
+# The config file's secrets (passwords, keys) are readable by root and the service only: the boot
+# partition's files are root:appliance-config 0640, its folders 0750, and admin is not in that group.
+check "appliance.toml is root:appliance-config 0640 in a folder of 0750" \
+    test "$(on_card sudo stat -c "'%U:%G %a'" /boot/firmware/appliance.toml /boot/firmware | paste -sd' ')" = \
+         "root:appliance-config 640 root:appliance-config 750"
+check "... the service user may read it" on_card "sudo -u appliance head -c1 /boot/firmware/appliance.toml >/dev/null"
+check "... the admin login may not" on_card "! cat /boot/firmware/appliance.toml 2>/dev/null"
+sudo_said() { on_card "appliance config check 2>&1" | grep -q "only root and the appliance service may read it; run the command with sudo"; }
+check "... and appliance config check without sudo says to use sudo" sudo_said
+check "... with sudo it passes" on_card sudo appliance config check
 page=$(curl -fsS --max-time 20 "http://127.0.0.1:$WEB_PORT/" || true)
 check "the review page answers through the port forward" grep -qi "<html" <<<"$page"
 # One network stack: NetworkManager took the Ethernet by DHCP (QEMU's user network), wrote the resolver, and
@@ -362,7 +372,7 @@ if [ "$STANDIN" = 1 ]; then
         -e 's/^hotspot_passphrase = .*/hotspot_passphrase = \"$hotspot_pass\"/' \
         -e 's/^hotspot_after_s = .*/hotspot_after_s = 10.0/' /boot/firmware/appliance.toml"
     check "appliance.toml now names TestNet and a hotspot passphrase" \
-        on_card "grep -qx 'wifi_ssid = \"TestNet\"' /boot/firmware/appliance.toml && grep -qx 'hotspot_after_s = 10.0' /boot/firmware/appliance.toml"
+        on_card "sudo grep -qx 'wifi_ssid = \"TestNet\"' /boot/firmware/appliance.toml && sudo grep -qx 'hotspot_after_s = 10.0' /boot/firmware/appliance.toml"
     on_card sudo systemctl restart appliance-system.service appliance-network.service
     # (only now: the radios stay blocked until the camera's settings unblock Wi-Fi, as on Raspberry Pi OS)
     check "a test access point (TestNet, WPA2) with DHCP on the second radio" \
@@ -519,7 +529,7 @@ on_card sudo tee /usr/share/libcamera/pipeline/virtual/virtual.yaml >/dev/null <
 YAML
 on_card "sudo sed -i -e 's/^backend = \"replay\"\$/backend = \"picamera2\"/' -e 's/^still_size = .*/still_size = [1280, 720]/' /boot/firmware/appliance.toml"
 check "appliance.toml on the boot partition now says picamera2, 1280x720" \
-    on_card "grep -qx 'backend = \"picamera2\"' /boot/firmware/appliance.toml && grep -qx 'still_size = \[1280, 720\]' /boot/firmware/appliance.toml"
+    on_card "sudo grep -qx 'backend = \"picamera2\"' /boot/firmware/appliance.toml && sudo grep -qx 'still_size = \[1280, 720\]' /boot/firmware/appliance.toml"
 last_id=$(api "/api/v1/captures?limit=100" | python3 -c 'import json,sys; print(max([i["id"] for i in json.load(sys.stdin)["items"]] or [0]))')
 on_card sudo systemctl restart appliance.service
 camera_status() {  # camera_status KEY: the loop's camera (backend, description) from the status API

@@ -3,12 +3,19 @@ hundreds of digits. Each is one ``ConfigError`` line naming the file and the key
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import typing
+from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from appliance.cli import main
-from appliance.config import iter_keys, load_config, remove_clear_text
+from appliance.config import config_path, iter_keys, load_config, remove_clear_text
 from appliance.config.schema import PATH_KEYS, SECTIONS
 from appliance.errors import ConfigError
 
@@ -153,3 +160,41 @@ def test_a_long_secret_is_not_echoed_even_in_part_when_shortened(tmp_path, key):
     # A list where a string belongs; for a list of secrets (notify.urls), a table where a string belongs in it.
     message = refused(tmp_path, key, f'["{"s3cret" * 20}", {{ a = 1 }}]')
     assert "s3cret" not in message
+
+
+# -- the config file kept from other users (it holds the camera's passwords and keys) ---------------------
+
+def as_another_user(code: str) -> subprocess.CompletedProcess:
+    """Python ``code`` run by a user who is not root and not in the file's group (root reads anything)."""
+    prefix = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] if os.geteuid() == 0 else []
+    return subprocess.run([*prefix, sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+
+
+@pytest.fixture
+def secret_config():
+    """A config file readable by its owner only, in a folder any user may enter (the boot partition's
+    files are root:appliance-config 0640; its folders 0750)."""
+    folder = Path(tempfile.mkdtemp(prefix="secret-config-"))
+    folder.chmod(0o755)
+    path = folder / "appliance.toml"
+    path.write_text('[upload]\nendpoint = "http://127.0.0.1:1"\nbucket = "b"\naccess_key = "k"\nsecret_key = "s3cr3t"\n')
+    path.chmod(0o600)
+    yield path
+    shutil.rmtree(folder)
+
+
+def test_a_config_file_another_user_may_not_read_says_to_use_sudo_and_never_falls_back_to_the_defaults(
+        secret_config):
+    reading = as_another_user(f"from appliance.config import load_config\nload_config({str(secret_config)!r})")
+    assert reading.returncode != 0 and "s3cr3t" not in reading.stderr
+    assert (f"ConfigError: {secret_config}: cannot be read by this user: it holds the camera's passwords and keys, "
+            "so only root and the appliance service may read it; run the command with sudo") in reading.stderr
+    # The device's own file, in a folder this user may not enter: the commands' default is refused the same
+    # way, not taken for "no file" (which would run on the built-in defaults).
+    secret_config.parent.chmod(0o750)
+    finding = as_another_user(f"from pathlib import Path\nfrom appliance.config import config_path\n"
+                              f"print(config_path(None, Path({str(secret_config)!r})))")
+    assert finding.returncode != 0 and "cannot be read by this user" in finding.stderr, finding
+    assert config_path(None, secret_config) == secret_config  # root may
+    assert config_path(None, secret_config.parent / "none.toml") is None  # no file: the defaults
+    assert config_path("given.toml", secret_config) == Path("given.toml")

@@ -171,3 +171,23 @@ def test_coral_without_a_confirmed_runtime_pair_is_refused_at_once_saying_why(di
     assert "TensorFlow 2.19.1" in result.output and "Build without --coral" in result.output
     assert "[prerequisites] start" not in result.output  # before anything is built
     assert images_in(deploy) == []
+
+
+def layout(root: Path) -> subprocess.CompletedProcess:
+    """image/lib/assemble.sh's ``layout_by_partuuid`` on a root dir, as build.sh's layout stage runs it."""
+    script = (f'source {REPO}/image/lib/common.sh; source {REPO}/image/lib/assemble.sh; ROOT={root}; READ_ONLY_ROOT=0; '
+              'layout_by_partuuid 45b86ecd')
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+
+
+def test_the_boot_partition_is_mounted_readable_by_root_and_the_config_group_only(tmp_path):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "boot" / "firmware").mkdir(parents=True)
+    (tmp_path / "etc" / "group").write_text("root:x:0:\nappliance:x:999:admin\nappliance-config:x:996:appliance\n")
+    assert layout(tmp_path).returncode == 0
+    boot = [line.split() for line in (tmp_path / "etc" / "fstab").read_text().splitlines() if "/boot/firmware" in line]
+    assert boot[0][:3] == ["PARTUUID=45b86ecd-01", "/boot/firmware", "vfat"]
+    assert {"uid=0", "gid=996", "fmask=0137", "dmask=0027"} <= set(boot[0][3].split(","))
+    (tmp_path / "etc" / "group").write_text("root:x:0:\nappliance:x:999:admin\n")  # sysusers never ran
+    refused = layout(tmp_path)
+    assert refused.returncode != 0 and "no group appliance-config" in refused.stderr

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from appliance.cli import add_command
-from appliance.config import DEVICE_CONFIG_PATH, load_config, reference_markdown, to_toml
+from appliance.config import DEVICE_CONFIG_PATH, config_path, load_config, reference_markdown, to_toml
 
 
 def register(subparsers):
@@ -48,7 +48,7 @@ def show_command(args) -> int:
     Example:
         appliance config show my.toml > effective.toml
     """
-    path = args.file or (DEVICE_CONFIG_PATH if DEVICE_CONFIG_PATH.exists() else None)
+    path = config_path(args.file)
     print(to_toml(load_config(path)), end="")
     return 0
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from appliance.cli import add_command
-from appliance.config import DEVICE_CONFIG_PATH, Config, load_config
+from appliance.config import DEVICE_CONFIG_PATH, Config, config_path, load_config
 from appliance.config.checks import valid_broker_url, valid_topic_prefix
 from appliance.errors import ConfigError
 
@@ -42,7 +42,7 @@ def links_command(args) -> int:
     """
     from appliance.links.service import LinksService
 
-    path = args.config or (DEVICE_CONFIG_PATH if DEVICE_CONFIG_PATH.exists() else None)
+    path = config_path(args.config)
     config = load_config(path) if path else Config()
     service = LinksService(config)
     if not service.links:

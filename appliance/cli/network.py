@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 from appliance.cli import add_command
-from appliance.config import DEVICE_CONFIG_PATH, Config, load_config
+from appliance.config import DEVICE_CONFIG_PATH, Config, config_path, load_config
 from appliance.errors import ApplianceError
 
 
@@ -25,7 +25,7 @@ def register(subparsers):
 
 
 def _config(args) -> Config:
-    path = args.config or (DEVICE_CONFIG_PATH if DEVICE_CONFIG_PATH.exists() else None)
+    path = config_path(args.config)
     return load_config(path) if path else Config()
 
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from appliance.cli import add_command
-from appliance.config import DEVICE_CONFIG_PATH, load_config
+from appliance.config import DEVICE_CONFIG_PATH, config_path, load_config
 from appliance.errors import OffloadError
 
 
@@ -36,7 +36,7 @@ def offload_command(args) -> int:
     from appliance.transfer.offload import OffloadLock, ProgressFile, offload
     from appliance.transfer.stick import drop_device_cache, find_stick, mounted
 
-    path = args.config or (DEVICE_CONFIG_PATH if DEVICE_CONFIG_PATH.exists() else None)
+    path = config_path(args.config)
     config = load_config(path)
     runtime = Path(config.status.runtime_dir)
     with OffloadLock(runtime):

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from appliance.cli import add_command
-from appliance.config import DEVICE_CONFIG_PATH, Config, load_config
+from appliance.config import DEVICE_CONFIG_PATH, Config, config_path, load_config
 from appliance.config.checks import valid_tiles
 from appliance.errors import ConfigError, ModelError, WebServerError
 from appliance.inference.catalog import default_models_dir, identify_model, keep_defaults, load_catalog
@@ -54,7 +54,7 @@ def run_command(args) -> int:
     Example:
         appliance run --config /boot/firmware/appliance.toml
     """
-    path = args.config or (DEVICE_CONFIG_PATH if DEVICE_CONFIG_PATH.exists() else None)
+    path = config_path(args.config)
     config = load_config(path)
     if args.once:
         config = config.replace(camera={"replay_loop": False})

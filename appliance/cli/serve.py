@@ -6,7 +6,7 @@ import signal
 from pathlib import Path
 
 from appliance.cli import add_command
-from appliance.config import DEVICE_CONFIG_PATH, load_config
+from appliance.config import DEVICE_CONFIG_PATH, config_path, load_config
 
 
 def register(subparsers):
@@ -28,7 +28,7 @@ def serve_command(args) -> int:
     """
     from appliance.web.server import WebServer
 
-    path = args.config or (DEVICE_CONFIG_PATH if DEVICE_CONFIG_PATH.exists() else None)
+    path = config_path(args.config)
     server = WebServer(load_config(path), config_path=path, host=args.host, port=args.port)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     try:

@@ -12,12 +12,12 @@ a caller needs is importable from ``appliance.config``.
 """
 
 from appliance.config.checks import I2C_PINS, ID_EEPROM_PINS, PIN_KEYS, ssh_key_lines
-from appliance.config.loading import config_from_dict, load_config, parse_bytes
+from appliance.config.loading import config_from_dict, config_path, load_config, parse_bytes
 from appliance.config.schema import (DEVICE_CONFIG_PATH, CameraConfig, Config, DetectorConfig, GpioConfig, KeepConfig, ModelConfig,
                                      StatusConfig, StorageConfig, SystemConfig, WebConfig, describe_allowed, iter_keys)
 from appliance.config.writing import reference_markdown, remove_clear_text, replace_clear_text, to_toml
 
 __all__ = ["DEVICE_CONFIG_PATH", "I2C_PINS", "ID_EEPROM_PINS", "PIN_KEYS", "CameraConfig", "Config", "DetectorConfig", "GpioConfig",
-           "KeepConfig", "ModelConfig", "StatusConfig", "StorageConfig", "SystemConfig", "WebConfig", "config_from_dict",
+           "KeepConfig", "ModelConfig", "StatusConfig", "StorageConfig", "SystemConfig", "WebConfig", "config_from_dict", "config_path",
            "describe_allowed", "iter_keys", "load_config", "parse_bytes", "reference_markdown", "remove_clear_text",
            "replace_clear_text", "ssh_key_lines", "to_toml"]

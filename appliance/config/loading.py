@@ -12,7 +12,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from appliance.config.checks import check_links, check_pins, check_storage, check_system
-from appliance.config.schema import PATH_KEYS, SECTIONS, Config, section_of, describe_allowed
+from appliance.config.schema import DEVICE_CONFIG_PATH, PATH_KEYS, SECTIONS, Config, section_of, describe_allowed
 from appliance.errors import ConfigError
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
@@ -34,6 +34,26 @@ def parse_bytes(value) -> int:
     return int(Fraction(match.group(1)) * _UNITS[match.group(2).upper()])
 
 
+NOT_READABLE = ("cannot be read by this user: it holds the camera's passwords and keys, so only root and the "
+                "appliance service may read it; run the command with sudo")
+
+
+def config_path(given: str | Path | None, device_path: Path = DEVICE_CONFIG_PATH) -> Path | None:
+    """The config file a command reads: ``given`` (its ``--config``), else the boot partition's
+    ``appliance.toml`` if there is one, else None (the built-in defaults). On the device that file is
+    readable by root and the service only: another user gets a ``ConfigError`` saying so, never the
+    defaults in its place."""
+    if given:
+        return Path(given)
+    try:
+        device_path.stat()
+    except PermissionError:
+        raise ConfigError(device_path, None, NOT_READABLE) from None
+    except OSError:
+        return None
+    return device_path
+
+
 def load_config(path: str | Path | None) -> Config:
     """Read and check a config file; ``None`` gives the built-in defaults."""
     if path is None:
@@ -43,6 +63,8 @@ def load_config(path: str | Path | None) -> Config:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(path, None, "no such file", "a path to an existing TOML file") from None
+    except PermissionError:
+        raise ConfigError(path, None, NOT_READABLE) from None
     except OSError as e:
         raise ConfigError(path, None, f"cannot be read ({e.strerror})") from None
     text = decode_text(raw, path)

@@ -10,11 +10,16 @@ ALIGN_MIB=4
 # updates, so it is told too.
 layout_by_partuuid() {
     local disk_id="$1"
-    local root_part="PARTUUID=$disk_id-02" boot_part="PARTUUID=$disk_id-01"
+    local root_part="PARTUUID=$disk_id-02" boot_part="PARTUUID=$disk_id-01" config_gid
+    # FAT has no owners: the mount gives every file root:appliance-config 0640 and every folder 0750, so
+    # appliance.toml's passwords and keys are readable by root and the service only (by number: the
+    # group is resolved here, not by mount at boot).
+    config_gid=$(awk -F: '$1 == "appliance-config" {print $3}' "$ROOT/etc/group")
+    [ -n "$config_gid" ] || die "no group appliance-config in the root's /etc/group (systemd/appliance.sysusers)"
     cat > "$ROOT/etc/fstab" <<FSTAB
 # <file system>      <mount point>   <type>  <options>                          <dump> <pass>
 $root_part  /               ext4    defaults,noatime,commit=30         0      1
-$boot_part  /boot/firmware  vfat    defaults,noatime,umask=0022,flush  0      2
+$boot_part  /boot/firmware  vfat    defaults,noatime,uid=0,gid=$config_gid,fmask=0137,dmask=0027,flush  0      2
 FSTAB
     if [ "$READ_ONLY_ROOT" = 1 ]; then
         echo "PARTUUID=$disk_id-03  /var/lib/appliance  ext4  defaults,noatime,commit=30  0  2" >> "$ROOT/etc/fstab"

@@ -84,3 +84,18 @@ def test_the_software_lores_of_a_one_stream_camera_is_weighed_against_one_infere
     assert lores["frame"] == "NV12 1920x1080 to 128x128 RGB" and lores["pairs"] == len(lores["ratio_per_pair"]) == PAIRS
     assert lores["ratio"] == round(statistics.median(lores["ratio_per_pair"]), 3)
     assert lores["ratio_min"] <= lores["ratio"] <= lores["ratio_max"] and lores["lores_ms"] > 0 < lores["inference_ms"]
+
+
+def test_with_links_the_loop_runs_off_and_on_in_pairs_and_the_links_send_every_keep():
+    """--links: real Mosquitto and SeaweedFS, `appliance links` as a process beside each on run."""
+    args = parser().parse_args(["bench", "--model", str(TINY_MODEL), "--images", str(IMAGES), "--frames", str(FRAMES),
+                                "--threads", "1", "--pairs", str(PAIRS), "--links"])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert args.func(args) == 0
+    links = json.loads(out.getvalue())["links"]
+    assert len(links["fps_off_per_run"]) == len(links["fps_on_per_run"]) == len(links["ratio_per_pair"]) == PAIRS
+    assert links["ratio"]["median"] == statistics.median(links["ratio_per_pair"]) and links["ratio"]["pairs"] == PAIRS
+    for kept, run in zip(links["kept_per_run"], links["links_per_run"]):
+        assert kept > 0 and run["sent"]["upload"] == kept and run["failed"] == {"mqtt": 0, "upload": 0}
+        assert run["sent"]["mqtt"] >= 2 * kept  # an event and a snapshot a keep, then status and discovery

@@ -19,6 +19,7 @@ Measured in one run, on one machine, with one model and thread count:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -46,7 +47,8 @@ MAIN_SIZE = (1920, 1080)
 _WARMUP = 20
 
 
-def run_benchmark(model_path, images_dir, frames=1000, num_threads=0, measure_rss=True, pairs=MIN_PAIRS) -> dict:
+def run_benchmark(model_path, images_dir, frames=1000, num_threads=0, measure_rss=True, pairs=MIN_PAIRS,
+                  links=False) -> dict:
     # Absolute: the peak-RSS run reads its config from a temp dir, where a relative path means nothing.
     base = Config().replace(model={"path": str(Path(model_path).resolve()), "num_threads": num_threads},
                             camera={"backend": "replay", "fps": 0.0, "replay_loop": False})
@@ -60,6 +62,15 @@ def run_benchmark(model_path, images_dir, frames=1000, num_threads=0, measure_rs
     cases = {"loop_no_match": [other[i % len(other)] for i in range(frames)],
              "loop_10pct_match": [matching[(i // 10) % len(matching)] if i % 10 == 9 else other[i % len(other)]
                                   for i in range(frames)]}
+    if links:  # the 10 %-match loop with the links off and on, instead (bench.links_loop)
+        from appliance.bench.links_loop import links_cost
+
+        with tempfile.TemporaryDirectory(prefix="appliance-bench-links-") as servers_dir:
+            result |= {"model": str(model_path), "frames": frames, "pairs": pairs,
+                       "links": links_cost(partial(_loop_run, base), cases["loop_10pct_match"], pairs,
+                                           Path(servers_dir))}
+        result["machine"]["load_avg_1min_at_end"] = round(os.getloadavg()[0], 2)
+        return result
     # Each loop run builds its own classifier, as the real appliance does; the bare one waits meanwhile.
     measured = {name: interleaved(bare, partial(_loop_run, base, replay_frames), pairs,
                                   ratio=lambda bare_fps, loop: loop["summary"]["fps"] / bare_fps,
@@ -123,29 +134,42 @@ def _bare_fps(classifier, lores_frames, frames):
     return frames / (time.perf_counter() - started)
 
 
-def _loop_run(base, replay_frames):
+def _loop_run(base, replay_frames, beside=None):
+    """One loop run over ``replay_frames``; ``beside`` (``configure(config)``, ``process(config, folder)``): the
+    config changed so, and the context of a process run beside the loop (``links_loop``), whose ``drain()``
+    after the loop goes into the summary as ``links``."""
     with tempfile.TemporaryDirectory(prefix="appliance-bench-") as tmp:
         config = base.replace(storage={"data_dir": f"{tmp}/data", "min_free_bytes": 0},
                               status={"runtime_dir": f"{tmp}/run"})
-        camera = ReplayCamera.from_arrays(replay_frames, lores_size=replay_frames[0][0].shape[1::-1], loop=False)
-        with Appliance(config, camera=camera) as appliance:
-            for lores, _, _ in replay_frames[:_WARMUP]:
-                appliance.classifier.classify(lores)
-            before = _tree_state(Path(config.storage.data_dir))
-            started = time.perf_counter()
-            appliance.run()
-            appliance.writer.close()  # the loop's work includes writing what it kept
-            elapsed = time.perf_counter() - started
-            after = _tree_state(Path(config.storage.data_dir))
-            status = appliance.status()
-        return {
-            "num_threads": appliance.classifier.num_threads,
-            "backend": status["accelerator"]["backend"],
-            "inference_ms": status["inference_ms"],
-            "summary": {"fps": round(len(replay_frames) / elapsed, 1), "kept": status["frames"]["kept"],
-                        "by_reason": status["frames"]["by_reason"],
-                        "data_dir_bytes_written": _bytes_written(before, after)},
-        }
+        if beside:
+            config = beside[0](config)
+        with beside[1](config, Path(tmp)) if beside else contextlib.nullcontext() as drain:
+            summary = _timed_loop(config, replay_frames)
+            if drain:
+                summary["summary"]["links"] = drain()
+        return summary
+
+
+def _timed_loop(config, replay_frames) -> dict:
+    camera = ReplayCamera.from_arrays(replay_frames, lores_size=replay_frames[0][0].shape[1::-1], loop=False)
+    with Appliance(config, camera=camera) as appliance:
+        for lores, _, _ in replay_frames[:_WARMUP]:
+            appliance.classifier.classify(lores)
+        before = _tree_state(Path(config.storage.data_dir))
+        started = time.perf_counter()
+        appliance.run()
+        appliance.writer.close()  # the loop's work includes writing what it kept
+        elapsed = time.perf_counter() - started
+        after = _tree_state(Path(config.storage.data_dir))
+        status = appliance.status()
+    return {
+        "num_threads": appliance.classifier.num_threads,
+        "backend": status["accelerator"]["backend"],
+        "inference_ms": status["inference_ms"],
+        "summary": {"fps": round(len(replay_frames) / elapsed, 1), "kept": status["frames"]["kept"],
+                    "by_reason": status["frames"]["by_reason"],
+                    "data_dir_bytes_written": _bytes_written(before, after)},
+    }
 
 
 def _tree_state(root: Path) -> dict:

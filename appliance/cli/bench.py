@@ -34,6 +34,9 @@ def register(subparsers):
     parser.add_argument("--tiles", nargs="+", type=tile_grid, default=None, metavar="COLSxROWS",
                         help="with --detector: the grids of tiles measured besides the whole frame "
                              f"(default: {' '.join(TWO_STAGE_TILES)}; none: the whole frame alone)")
+    parser.add_argument("--links", action="store_true",
+                        help="measure the loop with MQTT and upload on against off instead (starts Mosquitto and "
+                             "SeaweedFS on 127.0.0.1, and `appliance links` beside the loop)")
     parser.add_argument("--json", action="store_true",
                         help="with --detector: print JSON instead of a table (without it, JSON is all there is)")
 
@@ -79,13 +82,22 @@ def bench_command(args) -> int:
     p50/p95 of each stage (detector, crop+resize, classifier per crop, tracking+policy, whole frame);
     then the peak RSS of `appliance run` with both models. A table, or JSON with --json.
 
+    With --links, the loop where one frame in ten is kept, with the links off and on in alternation
+    (--pairs pairs): on, MQTT and upload are configured to a Mosquitto and a SeaweedFS started on
+    127.0.0.1 at nice 19 (standing in for machines elsewhere), and `appliance links` runs beside the
+    loop at nice 15, as its unit does. "ratio" is the median of the pairs' frames/s, on / off; each
+    run says how many entries waited when the loop ended and how long the links took to send them.
+
     Example:
         appliance bench --images ../shared/images --frames 1000 --pairs 5 > bench.json
         appliance bench --images ../shared/images --detector ../shared/models/tf/ssd_mobilenet_v1_1.0_coco_quant.tflite
+        appliance bench --images ../shared/images --links --pairs 5
     """
     if args.images is None:
         raise ConfigError("appliance bench", "--images", "no photo folder given", "a folder of photos")
     model = args.model or default_models_dir() / load_catalog().default.filename
+    if args.links and args.detector is not None:
+        raise ConfigError("appliance bench", "--links", "measures the one-stage loop", "--links without --detector")
     if args.detector is not None:
         from appliance.bench.two_stage import main_text
 
@@ -99,5 +111,5 @@ def bench_command(args) -> int:
     from appliance.bench.classify import main_json
 
     print(main_json(model_path=model, images_dir=args.images, frames=args.frames or CLASSIFY_FRAMES,
-                    num_threads=args.threads, measure_rss=not args.no_rss, pairs=args.pairs))
+                    num_threads=args.threads, measure_rss=not args.no_rss, pairs=args.pairs, links=args.links))
     return 0

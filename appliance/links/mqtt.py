@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 ACK_TIMEOUT_S = 10.0
 STALE_AFTER_S = 10.0  # the loop writes its status about once a second
+LOOP_READ_S = 1.0  # how often the loop's status is read for its paused state (it writes it about that often)
 
 
 def event_message(capture: dict, device: str) -> dict:
@@ -80,6 +81,7 @@ class MqttLink:
         self._announce = False   # set by on_connect: queue the discovery configs and the paused state again
         self._replies: queue.Queue = queue.Queue()  # (key, topic, payload) from paho's thread, queued by tick
         self._next_status_s = 0.0
+        self._next_loop_read_s = 0.0
         self._last_paused: bool | None = None
 
     # -- the connection (paho's thread calls the on_… methods) -----------------------------------------
@@ -156,21 +158,27 @@ class MqttLink:
                                                        self.device).items():
                     outbox.enqueue("mqtt", f"discovery:{topic}", {"topic": topic, "payload": config, "retain": True},
                                    replace=True)
-            self._last_paused = None  # the retained state again, for a broker that lost it
+            self._last_paused, self._next_loop_read_s = None, 0.0  # the retained state again, for a broker that lost it
         while not self._replies.empty():
             key, topic, payload = self._replies.get()
             outbox.enqueue("mqtt", key, {"topic": topic, "payload": payload, "retain": True}, replace=True)
+        now_s = time.monotonic()
+        if now_s >= self._next_loop_read_s:
+            self._next_loop_read_s = now_s + LOOP_READ_S
+            self._paused_state(outbox)
+        if now_s >= self._next_status_s:
+            self._next_status_s = now_s + self.config.mqtt.status_interval_s
+            outbox.enqueue("mqtt", "status", {"topic": self.topics.status, "status": True, "retain": True},
+                           replace=True)
+
+    def _paused_state(self, outbox) -> None:
+        """The loop's paused state, retained, whenever it changes (or the broker may have lost it)."""
         loop = read_status(self.runtime_dir) or {}
         paused = loop.get("state") == "paused"
         if loop and paused != self._last_paused:
             self._last_paused = paused
             outbox.enqueue("mqtt", "state:paused", {"topic": self.topics.state("paused"),
                                                     "payload": "ON" if paused else "OFF", "retain": True}, replace=True)
-        now_s = time.monotonic()
-        if now_s >= self._next_status_s:
-            self._next_status_s = now_s + self.config.mqtt.status_interval_s
-            outbox.enqueue("mqtt", "status", {"topic": self.topics.status, "status": True, "retain": True},
-                           replace=True)
 
     def send(self, entry, capture, store) -> None:
         if capture is not None:

@@ -152,3 +152,14 @@ def test_tmpfiles_and_sysusers_give_the_service_user_its_places():
     assert "d /run/appliance                0770 appliance appliance -" in tmpfiles
     sysusers = (SYSTEMD / "appliance.sysusers").read_text()
     assert "m appliance video" in sysusers and "m appliance gpio" in sysusers
+
+
+def test_the_links_service_stops_on_a_config_error_instead_of_restarting_in_a_loop(tmp_path):
+    config = tmp_path / "appliance.toml"
+    config.write_text('[mqtt]\nurl = "http://broker.local"\n')
+    result = subprocess.run([str(APPLIANCE), "links", "--config", str(config)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"{config}: mqtt.url" in result.stderr
+    settings = service_settings("appliance-links.service")
+    assert settings["Restart"] == "on-failure" and settings["RestartPreventExitStatus"] == "2"

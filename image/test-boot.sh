@@ -61,6 +61,8 @@ cleanup() {
     set +e
     [ -z "$QEMU_PID" ] || kill "$QEMU_PID" 2>/dev/null
     [ -z "${SERVER_PID:-}" ] || kill "$SERVER_PID" 2>/dev/null
+    [ -z "${SUBSCRIBER_PID:-}" ] || kill "$SUBSCRIBER_PID" 2>/dev/null
+    [ -z "${BROKER_PID:-}" ] || kill "$BROKER_PID" 2>/dev/null
     local d; for d in "$WORK"/stick-*/; do mountpoint -q "$d" && { umount "$d" || umount -l "$d"; }; done 2>/dev/null
     local l; for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done
     # The consoles of every boot (and the build logs) outlive the work dir, for whoever reads a failure.
@@ -110,6 +112,25 @@ if [ "$STANDIN" = 1 ]; then
     rm -f "$CACHE_DIR/raspios-lite-standin.img.xz"  # so the build downloads it (verified), as it would the real one
     build_kind=standin
 fi
+# A broker on this machine that wants a password (QEMU's user network: the card reaches this machine's
+# 127.0.0.1 at 10.0.2.2), and a subscriber: each keep's event must reach it from the booted image, sent
+# by appliance-links.service, which reads the password from the boot partition's appliance.toml.
+mqtt_port=$(free_port)
+MQTT_PASSWORD="mqtt-$RANDOM$RANDOM"
+mkdir "$WORK/broker"
+mosquitto_passwd -c -b "$WORK/broker/passwords" camera "$MQTT_PASSWORD"
+printf '%s\n' "user root" "listener $mqtt_port 127.0.0.1" "allow_anonymous false" \
+    "password_file $WORK/broker/passwords" "log_dest file $WORK/broker/mosquitto.log" > "$WORK/broker/mosquitto.conf"
+mosquitto -c "$WORK/broker/mosquitto.conf" 2>>"$WORK/broker/stderr.log" &
+BROKER_PID=$!
+# (mosquitto_sub: "Timed out" once it connected and waited 1 s for a message that never came)
+broker_listens() { [ "$(mosquitto_sub -h 127.0.0.1 -p "$mqtt_port" -u camera -P "$MQTT_PASSWORD" -t probe -W 1 -C 1 2>&1)" = "Timed out" ]; }
+i=0; until broker_listens; do i=$((i + 1)); [ $i -lt 50 ] || die "mosquitto did not start: $(cat "$WORK/broker/mosquitto.log")"; sleep 0.2; done
+mosquitto_sub -h 127.0.0.1 -p "$mqtt_port" -u camera -P "$MQTT_PASSWORD" -v -t appliance/appliance-test/events \
+    -t appliance/appliance-test/available -t 'homeassistant/#' > "$WORK/mqtt.log" 2>&1 &
+SUBSCRIBER_PID=$!
+printf '\n[mqtt]\nurl = "mqtt://10.0.2.2:%s"\nusername = "camera"\npassword = "%s"\n' "$mqtt_port" "$MQTT_PASSWORD" \
+    >> "$WORK/appliance.toml"
 build() {
     [ "$QUICK" = 1 ] && set -- --no-xz "$@"
     "$IMAGE_DIR/build.sh" "${base_args[@]}" --config "$WORK/appliance.toml" --models-from "$SHARED/models/coral" \
@@ -311,9 +332,9 @@ check "appliance.toml is root:appliance-config 0640 in a folder of 0750" \
          "root:appliance-config 640 root:appliance-config 750"
 check "... the service user may read it" on_card "sudo -u appliance head -c1 /boot/firmware/appliance.toml >/dev/null"
 check "... the admin login may not" on_card "! cat /boot/firmware/appliance.toml 2>/dev/null"
-sudo_said() { on_card "appliance config check 2>&1" | grep -q "only root and the appliance service may read it; run the command with sudo"; }
-check "... and appliance config check without sudo says to use sudo" sudo_said
-check "... with sudo it passes" on_card sudo appliance config check
+sudo_said() { on_card "appliance config show 2>&1" | grep -q "only root and the appliance service may read it; run the command with sudo"; }
+check "... and appliance config show (the device's file) without sudo says to use sudo" sudo_said
+check "... with sudo, appliance config check passes it" on_card sudo appliance config check /boot/firmware/appliance.toml
 page=$(curl -fsS --max-time 20 "http://127.0.0.1:$WEB_PORT/" || true)
 check "the review page answers through the port forward" grep -qi "<html" <<<"$page"
 # One network stack: NetworkManager took the Ethernet by DHCP (QEMU's user network), wrote the resolver, and
@@ -336,6 +357,19 @@ check "systemd-timesyncd keeps the time" test "$(on_card systemctl is-active sys
 kept=$(api "/api/v1/captures?limit=100" | python3 -c 'import json,sys; print(" ".join(sorted(i["source"] for i in json.load(sys.stdin)["items"])))' || echo "(the sync API did not answer)")
 say "kept: $kept"
 check "the loop kept exactly bird.bmp and parrot.jpg" test "$kept" = "bird.bmp parrot.jpg"
+# The links: each keep's event at the broker on this machine, by its SHA-256; the device online (its
+# last will's topic) and announced to Home Assistant (9 entities).
+kept_by_sha256=$(api "/api/v1/captures?limit=100" | python3 -c 'import json,sys; print(" ".join(sorted(i["sha256"] for i in json.load(sys.stdin)["items"])))' || true)
+events_by_sha256() {
+    grep -a '^appliance/appliance-test/events ' "$WORK/mqtt.log" | cut -d' ' -f2- |
+        python3 -c 'import json,sys; print(" ".join(sorted({json.loads(line)["sha256"] for line in sys.stdin})))'
+}
+events_arrived() { [ -n "$kept_by_sha256" ] && [ "$(events_by_sha256)" = "$kept_by_sha256" ]; }
+wait_for 180 "each keep's MQTT event at the broker on this machine (appliance-links.service)" events_arrived
+check "appliance-links.service is active" test "$(on_card systemctl is-active appliance-links.service)" = active
+check "the broker has the camera online" grep -aqx 'appliance/appliance-test/available online' "$WORK/mqtt.log"
+check "Home Assistant discovery announced the camera's 9 entities" \
+    test "$(grep -a '^homeassistant/[a-z_]*/appliance-test/[a-z_]*/config ' "$WORK/mqtt.log" | cut -d' ' -f1 | sort -u | wc -l)" -eq 9
 # Their labels identify them again when the virtual camera serves the same photos (second boot).
 kept_labels=$(api "/api/v1/captures?limit=100" | python3 -c 'import json,sys; print("|".join(sorted(i["label"] for i in json.load(sys.stdin)["items"])))' || true)
 no_traceback() { ! on_card sudo journalctl -b -u 'appliance*' | grep -q Traceback; }

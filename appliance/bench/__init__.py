@@ -10,7 +10,12 @@
   loop devices, filesystem images and disk counters it runs on).
 * ``two_stage`` — the two-stage loop (detector → crops → classifier → tracks) against its inferences run
   bare, by grid of tiles (``stage_timing``: ms per stage).
-* ``links`` — a keep's MQTT event from its row's commit to a subscriber, and a backlog's drain.
+* ``links`` — a keep's MQTT event from its row's commit to a subscriber, and a backlog's drain
+  (``mosquitto``: the broker it starts, as the tests do).
+* ``links_loop`` — the loop with MQTT and upload off and on (``appliance bench --links``).
+* ``outage`` — 10,000 keeps queued while the broker and the store are down, then all delivered and
+  uploaded through more outages, verified, the links' memory watched (``outage_checks``: the checks);
+  ``python -m appliance.bench.outage``, in ``./dev acceptance``.
 * ``upload`` — the upload link against ``rclone copy`` to the same SeaweedFS (``seaweed``: the server it
   starts); ``python -m appliance.bench.upload``.
 * ``common`` — what they share: A/B pairs run in alternation and their ratios summarised, the machine's

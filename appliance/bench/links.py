@@ -12,15 +12,13 @@ Without a broker URL it starts Debian's ``mosquitto`` on a free port of 127.0.0.
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 from appliance.bench.common import machine, percentiles
+from appliance.bench.mosquitto import Broker
 from appliance.config import Config
 from appliance.errors import BenchmarkError
 
@@ -31,7 +29,7 @@ _ROW = {"clock_source": "unsynced", "label": "Robin", "score": 0.9, "top_k": "[]
 
 def run(broker_url: str | None = None, keeps: int = 200, rate_per_s: float = 20.0, backlog: int = 2000) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-links-") as tmp:
-        broker = _Mosquitto(Path(tmp) / "broker") if broker_url is None else None
+        broker = Broker(Path(tmp) / "broker").start() if broker_url is None else None
         url = broker.url if broker else broker_url
         try:
             return {"machine": machine(), "broker": "mosquitto on 127.0.0.1 (started by the bench)" if broker else url,
@@ -121,35 +119,3 @@ def _measure(url, tmp, keeps, rate_per_s, backlog) -> dict:
             "backlog_per_s": round(backlog / drain_s, 1), "missing": len(set(queued) - arrived.keys()),
             "repeated": repeats[0]}
 
-
-class _Mosquitto:
-    def __init__(self, folder: Path):
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        if not Path(binary).exists():
-            raise BenchmarkError("no mosquitto here: install Debian's mosquitto, or give --broker URL")
-        folder.mkdir(parents=True)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        import getpass
-
-        conf = folder / "mosquitto.conf"
-        conf.write_text(f"user {getpass.getuser()}\nlistener {self.port} 127.0.0.1\nallow_anonymous true\n")
-        self.process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise BenchmarkError("mosquitto did not start") from None
-                time.sleep(0.05)
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)

@@ -30,9 +30,10 @@ def mosquitto_binary() -> str:
 
 class Broker:
     """``mosquitto`` on a free port of 127.0.0.1, its state kept in ``folder`` across ``stop()`` and
-    ``start()``; with ``users`` ({name: password}), only they may connect."""
+    ``start()``; with ``users`` ({name: password}), only they may connect; ``options``: more lines of
+    mosquitto.conf."""
 
-    def __init__(self, folder: Path, users: dict[str, str] | None = None):
+    def __init__(self, folder: Path, users: dict[str, str] | None = None, options: tuple[str, ...] = ()):
         self.folder = Path(folder)
         [self.port] = free_ports(1)
         self.process: subprocess.Popen | None = None
@@ -51,6 +52,7 @@ class Broker:
             lines += ["allow_anonymous false", f"password_file {passwords}"]
         else:
             lines += ["allow_anonymous true"]
+        lines += options
         self.conf = self.folder / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
 

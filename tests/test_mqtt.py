@@ -199,10 +199,13 @@ def test_no_broker_at_the_url_is_a_problem_in_the_state_not_a_crash(make_config)
     config = links_config(make_config, "mqtt://127.0.0.1:9")  # the discard port: nothing listens
     service = LinksService(config)
     service.links[0].start()
-    for _ in range(5):
+    until = time.monotonic() + 10
+    while "cannot reach" not in (service.state()["links"]["mqtt"]["problem"] or "") and time.monotonic() < until:
         service.step()
+        time.sleep(0.1)
     assert not service.state()["links"]["mqtt"]["connected"]
-    assert service.state()["links"]["mqtt"]["problem"]
+    assert service.state()["links"]["mqtt"]["problem"] == ("cannot reach the broker at 127.0.0.1:9 (check mqtt.url and "
+                                                          "the network); retrying")
     service.close()
 
 

@@ -97,6 +97,7 @@ class MqttLink:
         client.reconnect_delay_set(1, 30)
         client.on_connect, client.on_disconnect, client.on_message = \
             self._on_connect, self._on_disconnect, self._on_message
+        client.on_connect_fail = self._on_connect_fail
         self.client = client
         try:
             client.connect_async(self.host, self.port, keepalive=30)
@@ -119,6 +120,14 @@ class MqttLink:
         self._announce = True
         self._connected.set()
         log.info("mqtt: connected to %s:%d as %s", self.host, self.port, self.client_id)
+
+    def _on_connect_fail(self, _client, _userdata) -> None:
+        """No connection at all (nothing listens, no route, a name that does not resolve): said from the
+        first failed try on, so that days offline never read "connecting"."""
+        problem = f"cannot reach the broker at {self.host}:{self.port} (check mqtt.url and the network); retrying"
+        if problem != self._problem:  # once, not at every retry
+            log.warning("mqtt: %s", problem)
+        self._problem, self._refused = problem, False
 
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
         was_connected = self._connected.is_set()

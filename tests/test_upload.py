@@ -202,6 +202,34 @@ def test_an_image_changed_on_the_card_after_its_keep_is_refused_and_not_marked(t
     service.close()
 
 
+def test_a_body_damaged_on_the_way_is_refused_by_the_store_and_goes_again_intact(tmp_path, seaweed_s3, s3_bucket,
+                                                                                  store):
+    """The body is sent unsigned (UNSIGNED-PAYLOAD): the signed x-amz-checksum-sha256 is what the store checks it by."""
+    config = upload_config(tmp_path, seaweed_s3, s3_bucket)
+    macaw = keep(store, scale=0.2)
+    service = links_service(config)
+    sent = []
+
+    def damage_the_first_image(request, **_):
+        sent.append(request.headers["X-Amz-Content-SHA256"])
+        if len(sent) == 1:
+            body = bytearray(request.body.read())  # botocore sends bytes as a file
+            body[len(body) // 2] ^= 0xFF
+            request.body = bytes(body)
+
+    service.links[0].client.meta.events.register("before-send.s3.PutObject", damage_the_first_image)
+    service.step()
+    state = service.state()["links"]["upload"]
+    assert "arrived damaged, the store refused it (BadDigest" in state["last_error"]["error"], state
+    assert state["connected"] and state["queued"] == 1  # one keep's trouble: the link stays up
+    assert not store.get(macaw)["uploaded_at"] and objects(seaweed_s3, s3_bucket) == {}
+    drain(service)  # its backoff over, it goes again
+    row, key = store.get(macaw), f"trail-cam-3/2026/11/25/{store.get(macaw)['image_path'].split('/')[-1]}"
+    assert row["uploaded_at"] and hashlib.sha256(objects(seaweed_s3, s3_bucket)[key]).hexdigest() == row["sha256"]
+    assert set(sent) == {b"UNSIGNED-PAYLOAD"} and len(sent) == 3  # the damaged image, then image and sidecar
+    service.close()
+
+
 def test_the_bandwidth_cap_paces_a_real_upload(tmp_path, seaweed_s3, s3_bucket, store):
     config = upload_config(tmp_path, seaweed_s3, s3_bucket, max_bytes_per_s=1_000_000)
     big = keep(store, "kite_and_cold.jpg", "Milvus milvus", scale=3.0)  # 4056×2700, a 12 MP camera's frame

@@ -1,4 +1,5 @@
-"""Benchmarks (``appliance bench``, ``bench-web``, ``bench-offload``, ``bench-links``): not part of the running appliance.
+"""Benchmarks (``appliance bench``, ``bench-web``, ``bench-offload``, ``bench-links``, ``bench-upload``): not part of
+the running appliance.
 
 * ``classify`` — the runtime's bare ``invoke()`` against the whole capture → classify → keep loop
   (``lores``: a single-stream camera's software lores beside one inference).
@@ -17,7 +18,7 @@
   uploaded through more outages, verified, the links' memory watched (``outage_checks``: the checks);
   ``python -m appliance.bench.outage``, in ``./dev acceptance``.
 * ``upload`` — the upload link against ``rclone copy`` to the same SeaweedFS (``seaweed``: the server it
-  starts); ``python -m appliance.bench.upload``.
+  starts); ``appliance bench-upload``.
 * ``common`` — what they share: A/B pairs run in alternation and their ratios summarised, the machine's
   description, percentiles, photo-like pixels.
 

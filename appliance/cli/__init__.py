@@ -23,7 +23,7 @@ from appliance import __version__
 from appliance.errors import ApplianceError
 
 COMMAND_MODULES = ("run", "serve", "config", "models", "classify", "captures", "sync", "offload", "system", "network", "links", "bench", "bench_web",
-                   "bench_offload", "bench_links")
+                   "bench_offload", "bench_links", "bench_upload")
 
 
 def add_command(subparsers, name, func, **kwargs) -> argparse.ArgumentParser:

@@ -10,7 +10,10 @@ How a keep goes (``send``), each step or the keep stays queued (``LinkError``) a
    file changed since (a damaged card) is refused, never uploaded as if it were the keep;
 2. the image is PUT with ``x-amz-checksum-sha256``: the store computes the SHA-256 of what arrived
    and refuses the object if it differs (``BadDigest``), so a body damaged on the way is never stored;
-   its answer reports the SHA-256 of what it stored, which must be the keep's;
+   its answer reports the SHA-256 of what it stored, which must be the keep's. The request's signature
+   covers that header but not the body (``UNSIGNED-PAYLOAD``, over ``http://`` too): a signed body
+   would cost a second SHA-256 of every image in boto3 and another in the store, for no more than the
+   checksum already proves;
 3. the sidecar, the same way;
 4. a store whose PUT answer reports no SHA-256 is asked (HEAD in checksum mode) and, if it says none
    there either, the object is read back and hashed (``verified_by`` in ``describe()``: "checksum" or
@@ -23,15 +26,17 @@ relabel's transaction; ``Store.mark_uploaded`` queues it too for a relabel made 
 under way): its sidecar alone goes again, as the row is then, verified the same way.
 
 Several at once: the links service sends one entry at a time, and a store answers each request after
-a delay that one keep at a time would spend idle; so ``send`` also starts the uploads (steps 1-4) of
-the entries due next, up to ``WINDOW`` keeps in flight, as rclone's ``--transfers``. Marks stay in
-order, each in its own ``send``: an entry read ahead is marked only when it is sent, and only if its
-row is still the one uploaded (else it goes again as it is now: a relabel made meanwhile goes out).
-After any failure what was read ahead is forgotten and sent again.
+a delay that one keep at a time would spend idle; so ``send`` also queues the uploads (steps 1-4) of
+the entries due next, up to ``AHEAD`` keeps, for ``WINDOW`` uploads at once (as rclone's
+``--transfers``), refilled once half of it is uploaded. It is deep so that the uploads go on while
+the service's thread commits (two a keep: its mark, its entry's deletion). Marks stay in order, each
+in its own ``send``: an entry read ahead is marked only when it is sent, and only if its row is still
+the one uploaded (else it goes again as it is now: a relabel made meanwhile goes out). After any
+failure what was read ahead is forgotten (what had not started is not sent) and sent again.
 
 Bandwidth: ``upload.max_bytes_per_s`` paces every body sent (image and sidecar) across uploads: the
-body is read for sending at most that fast. Over ``http://`` boto3 reads each body once before, to
-sign it; that read is not paced (the pacing is put on after signing, in botocore's ``before-send``).
+body is read for sending at most that fast (the pacing is put on after signing, in botocore's
+``before-send``).
 
 When the store fails as a whole (unreachable, no such bucket, keys refused, a server error) the link
 says it is down (``is_up``) and lets one entry try again after 1 s, then 2, 4 … 60 s: the first success
@@ -73,7 +78,8 @@ READ_TIMEOUT_S = 30
 PROBE_FIRST_S = 1.0  # the link down: one entry tries again after this, then twice as long each time …
 PROBE_MAX_S = 60.0   # … up to this
 CHUNK = 64 * 1024
-WINDOW = 4  # keeps uploaded at once (the one being sent and those read ahead), as rclone's --transfers
+WINDOW = 4  # keeps uploading at once, as rclone's --transfers (2, 3 and 6 measured no better: docs/performance.md)
+AHEAD = 16  # keeps read ahead, queued for those WINDOW: they go on while the service's thread marks (module doc)
 SIDECAR_FIELDS = ("captured_at", "clock_source", "score", "kind", "reason", "model_name", "model_sha256", "backend",
                   "inference_ms", "source", "width", "height", "bytes", "sha256")
 DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
@@ -184,7 +190,8 @@ class UploadLink:
         self._probe_s = PROBE_FIRST_S
         self._pool: futures.ThreadPoolExecutor | None = None
         self._outbox: Outbox | None = None  # the links service's, to read ahead in (see _read_ahead)
-        self._ahead: dict[str, tuple[dict, futures.Future]] = {}  # entry key → (the row it read, its upload)
+        # entry key → (the entry's id, the row it read, its upload)
+        self._ahead: dict[str, tuple[int, dict, futures.Future]] = {}
 
     def start(self) -> None:
         """Build the S3 client (no request yet: a store that is down is found by the first send)."""
@@ -193,7 +200,9 @@ class UploadLink:
         self.client = boto3.client(
             "s3", endpoint_url=upload.endpoint, region_name=upload.region,
             aws_access_key_id=upload.access_key or None, aws_secret_access_key=upload.secret_key or None,
-            config=Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1},
+            # UNSIGNED-PAYLOAD: the store checks each body against its signed x-amz-checksum-sha256 (module doc).
+            config=Config(s3={"addressing_style": "path", "payload_signing_enabled": False},
+                          retries={"total_max_attempts": 1},
                           connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S,
                           max_pool_connections=WINDOW, request_checksum_calculation="when_required",
                           response_checksum_validation="when_required", **signing))
@@ -235,9 +244,9 @@ class UploadLink:
         if entry.key == sidecar_key(capture["id"]):
             self._send_sidecar(capture)
             return
-        row, upload = self._ahead.pop(entry.key, (None, None))
+        _, row, upload = self._ahead.pop(entry.key, (None, None, None))
         if row != capture:  # not read ahead, or its row changed since (a relabel): upload it as it is now
-            if upload is not None:
+            if upload is not None and not upload.cancel():
                 futures.wait([upload])  # never two uploads of one key at once
             upload = self._pool.submit(self._upload, capture, store.data_dir)
         self._read_ahead(entry, store)
@@ -270,22 +279,32 @@ class UploadLink:
         self._down_until, self._probe_s, self.problem = None, PROBE_FIRST_S, None
 
     def _read_ahead(self, entry, store) -> None:
-        """Start uploading the entries due after ``entry``, up to ``WINDOW`` keeps in flight; each is
-        verified but not marked (module doc: "Several at once")."""
-        if self._outbox is None:
+        """Queue the uploads of the keeps due after ``entry``, up to ``AHEAD`` of them, for the ``WINDOW``
+        uploads at once; each is verified but not marked (module doc: "Several at once"). Refilled once
+        half of the queue has been uploaded: fewer queries on the service's thread, which also marks."""
+        if self._outbox is None or sum(not upload.done() for *_, upload in self._ahead.values()) > AHEAD // 2:
             return
-        due = [e for e in self._outbox.due(self.name, WINDOW)
+        listed = self._outbox.due(self.name, AHEAD + 1)
+        due = [e for e in listed
                if e.key != entry.key and e.capture_id is not None and e.key == keep_key(e.capture_id)]
-        for key in set(self._ahead) - {e.key for e in due}:
-            del self._ahead[key]  # no longer due (its keep deleted, or backing off): its upload is let go
-        for ahead in due:
-            if ahead.key not in self._ahead and len(self._ahead) < WINDOW - 1:
-                row = store.get(ahead.capture_id)
-                if row is not None and not row["missing"]:
-                    self._ahead[ahead.key] = (row, self._pool.submit(self._upload, row, store.data_dir))
+        # One read ahead that is no longer due (its keep deleted, or backing off) is let go; one past the
+        # end of a full list is still due.
+        end = listed[-1].id if len(listed) > AHEAD else float("inf")
+        keys = {e.key for e in due}
+        for key, (entry_id, _, upload) in list(self._ahead.items()):
+            if key not in keys and entry_id < end:
+                upload.cancel()
+                del self._ahead[key]
+        new = [e for e in due if e.key not in self._ahead][:AHEAD - len(self._ahead)]
+        rows = {row["id"]: row for row in store.rows_by_id(e.capture_id for e in new)} if new else {}
+        for ahead in new:
+            row = rows.get(ahead.capture_id)
+            if row is not None and not row["missing"]:
+                self._ahead[ahead.key] = (ahead.id, row, self._pool.submit(self._upload, row, store.data_dir))
 
     def _forget_ahead(self) -> None:
-        futures.wait([upload for _, upload in self._ahead.values()])
+        uploads = [upload for _, _, upload in self._ahead.values() if not upload.cancel()]
+        futures.wait(uploads)
         self._ahead.clear()
 
     def _key(self, capture: dict) -> str:

@@ -16,12 +16,14 @@ def test_bench_upload_times_rclone_and_the_verified_upload_in_alternating_pairs(
                            "--pairs", "5"], cwd=REPO, env=cli_env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert result["source"]["files"] == 6 and result["rclone"].startswith("rclone v")
+    assert result["source"]["files"] == 6 and result["source"]["same_objects_files"] == 12 and result["rclone"].startswith("rclone v")
     assert [p["order"] for p in result["pairs"]] == ["a, b", "b, a"] * 2 + ["a, b"]
     for pair in result["pairs"]:
         assert pair["ratio"] == pytest.approx(pair["appliance_mb_s"] / pair["rclone_mb_s"], abs=0.01)
-    ratio = result["ratio"]
+    ratio, same = result["ratio"], result["ratio_same_objects"]
     assert ratio["pairs"] == 5 and ratio["min"] <= ratio["median"] <= ratio["max"]
+    assert same["pairs"] == 5 and same["min"] <= same["median"] <= same["max"] and len(same["per_pair"]) == 5
+    assert result["rclone_copy_same_objects"]["mb_s"] > 0
     upload = result["appliance_upload"]
     assert upload["verified_by"] == "checksum" and upload["mb_s"] > 0 and upload["seaweedfs_cpu_s"] >= 0
 

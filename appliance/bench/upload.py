@@ -14,6 +14,11 @@ Measured in one run, on one machine, in a temp dir removed at the end, against o
   the image and its JSON sidecar PUT with their SHA-256 (checked by the store, whose answer's SHA-256
   must be the keep's), the keep marked, its entry deleted; ``upload.WINDOW`` keeps uploading at once,
   up to ``upload.AHEAD`` read ahead. The marks are cleared after each run;
+* a second baseline, the same objects: ``rclone copy`` of a tree holding each image (hard-linked) and
+  beside it its sidecar as a file, exactly the JSON the link sends (``upload.sidecar``), into another
+  new folder of bucket ``rclone``: as many requests and bytes as the link sends, so that its ratio
+  (``ratio_same_objects``) weighs the client alone, while ``ratio`` also charges the link for sending a
+  second object a keep. It runs right after the first baseline in each pair, in the same "rclone" turn;
 * the buckets are made before the warm-up pair: a bucket's first writes grow its volumes;
 * the CPU seconds of each side's client (rclone; this Python process) and of SeaweedFS, per run:
   client and store share this machine's cores;
@@ -39,13 +44,13 @@ import time
 from pathlib import Path
 
 from appliance.bench import MIN_PAIRS
-from appliance.bench.common import interleaved, machine, median_of
+from appliance.bench.common import interleaved, machine, median_of, ratio_summary
 from appliance.bench.offload import fill_store
 from appliance.bench.seaweed import REGION, SeaweedServer, weed_binary
 from appliance.config import Config
 from appliance.errors import BenchmarkError
 from appliance.links.service import LinksService
-from appliance.links.upload import AHEAD, WINDOW, UploadLink
+from appliance.links.upload import AHEAD, WINDOW, UploadLink, sidecar
 from appliance.storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -77,8 +82,12 @@ def run_benchmark(items: int = 200, kb: int = 600, pairs: int = MIN_PAIRS) -> di
             finally:
                 store.close()
             server.create_bucket("rclone"), server.create_bucket("appliance")
-            runs = iter(range(1, 2 * pairs + 3))
-            rclone_step = lambda: _rclone_copy(rclone, server, work / "data", result["source"]["bytes"], next(runs))
+            result["source"]["same_objects_files"] = _same_objects(work / "data", work / "objects")
+            runs = iter(range(1, 3 * pairs + 4))
+            image_bytes = result["source"]["bytes"]
+            rclone_step = lambda: {
+                **_rclone_copy(rclone, server, work / "data", image_bytes, next(runs)),
+                "same_objects": _rclone_copy(rclone, server, work / "objects", image_bytes, next(runs))}
             appliance_step = lambda: _appliance_upload(server, work, result["source"]["bytes"], next(runs))
             log.info("warm-up pair")
             rclone_step(), appliance_step()
@@ -90,11 +99,32 @@ def run_benchmark(items: int = 200, kb: int = 600, pairs: int = MIN_PAIRS) -> di
         for runs in (measured.a, measured.b))
     result["appliance_upload"].update(verified_by=measured.b[-1]["verified_by"], window=WINDOW, ahead=AHEAD)
     result["ratio"] = measured.summary
+    same = [round(b["mb_s"] / a["same_objects"]["mb_s"], 3) for a, b in zip(measured.a, measured.b)]
+    result["rclone_copy_same_objects"] = {key: median_of([a["same_objects"] for a in measured.a], key,
+                                                         1 if key == "mb_s" else 3)
+                                          for key in ("mb_s", "s", "client_cpu_s", "seaweedfs_cpu_s")}
+    result["ratio_same_objects"] = {**ratio_summary(same), "per_pair": same}
     result["pairs"] = [{"order": o, "rclone_mb_s": a["mb_s"], "appliance_mb_s": b["mb_s"], "ratio": r}
                        for o, a, b, r in zip(measured.orders, measured.a, measured.b, measured.ratios)]
     result["machine"]["load_avg_1min_at_end"] = round(os.getloadavg()[0], 2)
     result["total_s"] = round(time.perf_counter() - started, 1)
     return result
+
+
+def _same_objects(data_dir: Path, objects_dir: Path) -> int:
+    """A tree of what the link sends, as files: each image (hard-linked) and its sidecar beside it; how
+    many files."""
+    store, files = Store(data_dir), 0
+    try:
+        for row in store.rows():
+            files += 2
+            image = objects_dir / row["image_path"]
+            image.parent.mkdir(parents=True, exist_ok=True)
+            os.link(data_dir / row["image_path"], image)
+            image.with_name(image.name + ".json").write_bytes(json.dumps(sidecar(row, "bench"), indent=1).encode())
+    finally:
+        store.close()
+    return files
 
 
 def _rclone_copy(rclone: str, server: SeaweedServer, data_dir: Path, image_bytes: int, run: int) -> dict:
@@ -166,6 +196,8 @@ _METHOD = {
     "store": "one SeaweedFS (weed server -s3) on 127.0.0.1; a bucket a side (a bucket's first writes grow "
              "its volumes, which the warm-up pair pays), a new folder in it for every run",
     "order": "one untimed warm-up pair, then pairs in alternation (rclone first in odd pairs)",
+    "same_objects": "rclone copy of a tree of the images (hard links) and their sidecars as files, the JSON the "
+                    "link sends, right after the first baseline in each pair: ratio_same_objects",
     "figures": "MB = 10^6 bytes of image files (sidecars not counted); MB/s medians over the runs; ratio = the "
                "median over the pairs of appliance MB/s / rclone MB/s, with min and max",
 }

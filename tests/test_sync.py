@@ -25,7 +25,7 @@ from appliance.cameras.replay import ReplayCamera
 from appliance.config import Config
 from appliance.service.app import Appliance
 from appliance.storage.store import Store
-from appliance.transfer.export import export_name, manifest_csv, manifest_row
+from appliance.transfer.export import export_name, label_dirname, manifest_csv, manifest_row
 from appliance.transfer.sync import (STATE_FILE, DestinationError, NotAnAppliance, SyncRefused, Unreachable,
                                      WrongPassword, sync)
 from appliance.web.security import NO_PASSWORD
@@ -151,6 +151,67 @@ def test_a_rerun_fetches_nothing_and_touches_no_file(serve, tmp_path):
 
     assert (again.new, again.skipped, again.failed, again.bytes) == (0, 0, [], 0)
     assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in dest.rglob("*") if p.is_file()} == before
+
+
+def test_corrections_made_after_a_sync_move_the_files_and_rewrite_the_manifests_on_the_next_run(
+        serve, tmp_path, sync_env):
+    server, dest = serve(), tmp_path / "pulled"
+    rows = device_rows(server)
+    relabelled, formula, cleared = rows[3], rows[10], rows[20]
+    magpie = "Pica pica (Eurasian Magpie)"
+    server.store.relabel(cleared["id"], magpie)  # corrected before the first sync, the correction undone after
+    sync(server.url, dest, PASSWORD, limit=7)
+    assert (dest / label_dirname(magpie) / export_name(cleared).split("/")[1]).is_file()
+
+    server.store.relabel(relabelled["id"], "Cyanistes caeruleus (Eurasian Blue Tit)")
+    server.store.relabel(formula["id"], '=HYPERLINK("http://evil.example/","click")')
+    server.store.relabel(cleared["id"], None)
+    result = run_cli(server.url, dest, sync_env, "--limit", "7")
+
+    assert result.returncode == 0, result.stderr
+    rows = device_rows(server)
+    assert images_under(dest) == {export_name(r) for r in rows}  # moved: nothing left under the old names
+    for row in rows:
+        assert hashlib.sha256((dest / export_name(row)).read_bytes()).hexdigest() == row["sha256"]
+    assert not (dest / label_dirname(magpie)).exists()  # a class folder left empty goes (loaders reject those)
+    expected = [manifest_row(r, export_name(r)) for r in rows]
+    assert [json.loads(line) for line in (dest / "manifest.jsonl").read_text().splitlines()] == expected
+    assert (dest / "manifest.csv").read_text() == manifest_csv(expected)
+    in_csv = {int(r["id"]): r for r in csv.DictReader((dest / "manifest.csv").open(newline=""))}
+    assert in_csv[formula["id"]]["label"] == '\'=HYPERLINK("http://evil.example/","click")'
+    assert in_csv[cleared["id"]]["corrected_label"] == "" and in_csv[cleared["id"]]["label"] == cleared["label"]
+    assert "0 new, 0 skipped, 3 updated, 0 failed, 0.0 MB" in result.stdout  # moved on the laptop, not fetched
+    before = {p: p.stat().st_mtime_ns for p in dest.rglob("*") if p.is_file()}
+
+    again = sync(server.url, dest, PASSWORD, limit=7)
+
+    assert (again.new, again.updated, again.failed) == (0, 0, [])
+    assert {p: p.stat().st_mtime_ns for p in dest.rglob("*") if p.is_file()} == before
+
+
+def test_a_correction_reaches_items_a_run_cut_short_installed_or_moved_without_saving_its_progress(serve, tmp_path):
+    server, dest = serve(), tmp_path / "pulled"
+    sync(server.url, dest, PASSWORD, limit=7)
+    rows = device_rows(server)
+    nuthatch = "Sitta europaea (Eurasian Nuthatch)"
+    beyond, moved, copied = rows[50], rows[5], rows[6]
+    for row in (beyond, moved, copied):
+        server.store.relabel(row["id"], nuthatch)
+    # Killed after installing (and listing) rows[40:] but before storing the cursor past rows[39] ...
+    (dest / STATE_FILE).write_text(json.dumps({"url": server.url, "cursor": rows[39]["id"]}))
+    # ... and, another time, after moving a corrected file but before rewriting the manifest; and a
+    # corrected file fetched again under its new name by an older version, the old one left.
+    (dest / label_dirname(nuthatch)).mkdir()
+    (dest / export_name(moved)).rename(dest / export_name(server.store.get(moved["id"])))
+    shutil.copyfile(dest / export_name(copied), dest / export_name(server.store.get(copied["id"])))
+
+    report = sync(server.url, dest, PASSWORD, limit=7)
+
+    rows = device_rows(server)
+    assert images_under(dest) == {export_name(r) for r in rows}
+    assert (report.new, report.skipped, report.updated, report.bytes, report.failed) == (0, 20, 3, 0, [])
+    expected = [manifest_row(r, export_name(r)) for r in rows]
+    assert [json.loads(line) for line in (dest / "manifest.jsonl").read_text().splitlines()] == expected
 
 
 def test_a_file_already_at_the_destination_is_trusted_only_if_its_sha256_matches(serve, tmp_path):

@@ -29,10 +29,12 @@ def register(subparsers):
 def sync_command(args) -> int:
     """Pull the kept images off an appliance into a folder, verified, resuming where the last run stopped.
 
-    Images land in DEST/<label>/<YYYY-MM-DD>_<file>.jpg, listed in DEST/manifest.csv and
-    manifest.jsonl. Each file is installed only if its sha256 is the device's; the device then marks
-    it synced, so its retention may free it. An interrupted run resumes where it stopped. The
-    password is read from --password-file, else $APPLIANCE_PASSWORD, else asked for.
+    Images land in DEST/<label>/<YYYY-MM-DD>_<file>.jpg (audit keeps in DEST/_audit/), listed in
+    DEST/manifest.csv and manifest.jsonl. Each file is installed only if its sha256 is the device's;
+    the device then marks it synced, so its retention may free it. A correction made on the device
+    since an image was synced moves its file to its new folder and rewrites its manifest rows. An
+    interrupted run resumes where it stopped. The password is read from --password-file, else
+    $APPLIANCE_PASSWORD, else asked for.
 
     Exit status: 0 when every image verified; 1 when some did not (they are listed; run again to
     retry them); 2 on an error such as a wrong password or an unreachable appliance.
@@ -45,7 +47,8 @@ def sync_command(args) -> int:
     for capture_id, reason in report.failed:
         print(f"appliance: capture {capture_id} failed: {reason}", file=sys.stderr)
     print(f"synced {report.url} into {report.dest}: {report.new} new, {report.skipped} skipped, "
-          f"{len(report.failed)} failed, {report.bytes / 1e6:.1f} MB in {report.seconds:.1f} s "
+          f"{report.updated} updated, {len(report.failed)} failed, {report.bytes / 1e6:.1f} MB "
+          f"in {report.seconds:.1f} s "
           f"({report.mb_per_s:.1f} MB/s)")
     if report.failed:
         print("appliance: some images did not verify and were not kept: run the same command again to retry",
@@ -79,5 +82,6 @@ def _page_size(value: str) -> int:
 
 
 def _print_progress(report) -> None:
-    print(f"page {report.pages}: {report.new} new, {report.skipped} skipped, {len(report.failed)} failed "
-          f"so far, {report.bytes / 1e6:.1f} MB (up to capture {report.cursor})", file=sys.stderr, flush=True)
+    print(f"page {report.pages}: {report.new} new, {report.skipped} skipped, {report.updated} updated, "
+          f"{len(report.failed)} failed so far, {report.bytes / 1e6:.1f} MB (up to capture {report.cursor})",
+          file=sys.stderr, flush=True)

@@ -1,10 +1,13 @@
 """Taking kept images home: names in the image-folder layout, the manifest, and a streamed zip.
 
 The layout is the one training tools read: ``<label>/<file>.jpg``, where the label is the effective
-one (a person's correction wins over the model's). Every export carries ``manifest.csv`` and
-``manifest.jsonl`` with one row per image. Used by the zip download, ``appliance sync`` and the USB
-offload alike, so the three agree. The JSONL holds every value exactly; in the CSV a text cell that a
-spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, tab, CR first) starts with ``'``.
+one (a person's correction wins over the model's). Audit keeps (rejects sampled to check the model)
+are never in a class folder: they go to ``_audit/<file>.jpg``, whatever their label, and no label's
+folder is named ``_audit``. Every export carries ``manifest.csv`` and ``manifest.jsonl`` with one row
+per image. Used by the zip download, ``appliance sync`` and the USB offload alike, so the three agree.
+The JSONL holds every value exactly; in the CSV a text cell that a spreadsheet would run as a formula
+(``=``, ``+``, ``-``, ``@``, tab, CR first) starts with ``'``. Every time in an export is UTC with
+milliseconds and its offset, ``2026-11-25T10:15:00.123+00:00`` (see ``export_time``).
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ import io
 import json
 import logging
 import os
+import struct
 import time
 import zipfile
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -26,6 +30,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST_FIELDS = ("file", "sha256", "bytes", "captured_at", "label", "model_label", "corrected_label",
                    "score", "model", "kind", "source", "id")
+AUDIT_DIR = "_audit"  # audit keeps' folder in every export: not a class
 _CHUNK = 256 * 1024
 _UNSAFE = set('/\\\0:*?"<>|')
 _WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
@@ -42,19 +47,34 @@ def label_dirname(label: str, limit: int = 100) -> str:
     name = "".join("_" if ch in _UNSAFE or ord(ch) < 32 else ch for ch in label)
     name = name.strip().lstrip(".").rstrip(". ")[:limit].rstrip(". ") or "unlabelled"
     base, dot, rest = name.partition(".")  # Windows judges the part before the first dot
-    return f"{base}_{dot}{rest}" if base.upper() in _WINDOWS_DEVICES else name
+    # and FAT, exFAT and Windows fold case: "_AUDIT" would be the audit keeps' folder
+    is_reserved = base.upper() in _WINDOWS_DEVICES or name.casefold() == AUDIT_DIR
+    return f"{base}_{dot}{rest}" if is_reserved else name
 
 
 def export_name(row) -> str:
-    """``<label>/<YYYY-MM-DD>_<file>.jpg``: the date keeps names unique across days."""
-    year, month, day, name = Path(row["image_path"]).parts[-4:]
-    return f"{label_dirname(effective_label(row))}/{year}-{month}-{day}_{name}"
+    """``<label>/<YYYY-MM-DD>_<file>.jpg``, or ``_audit/<YYYY-MM-DD>_<file>.jpg`` for an audit keep:
+    the date keeps names unique across days (the stored name is the UTC time of day and the label)."""
+    year, month, day, name = row["image_path"].split("/")[-4:]  # YYYY/MM/DD/<file>; 4x Path's speed
+    folder = AUDIT_DIR if row["kind"] == "audit" else label_dirname(effective_label(row))
+    return f"{folder}/{year}-{month}-{day}_{name}"
+
+
+def export_time(stored: str) -> str:
+    """A stored time (``2026-11-25T10:15:00.123Z``) as every export writes it: UTC, milliseconds and
+    the offset in digits, ``2026-11-25T10:15:00.123+00:00``, which more parsers read than a ``Z``
+    (Python's ``fromisoformat`` before 3.11 does not) and which still sorts as text. UTC, not the
+    device's zone: the stored time and the file names are UTC, and a zone set wrong, or changed
+    between deployments, cannot shift an export."""
+    moment = datetime.fromisoformat(stored.replace("Z", "+00:00")).astimezone(timezone.utc)
+    return moment.isoformat(timespec="milliseconds")
 
 
 def manifest_row(row, file: str) -> dict:
-    return {"file": file, "sha256": row["sha256"], "bytes": row["bytes"], "captured_at": row["captured_at"],
-            "label": effective_label(row), "model_label": row["label"], "corrected_label": row["corrected_label"] or "",
-            "score": row["score"], "model": row["model_name"], "kind": row["kind"], "source": row["source"],
+    return {"file": file, "sha256": row["sha256"], "bytes": row["bytes"],
+            "captured_at": export_time(row["captured_at"]), "label": effective_label(row),
+            "model_label": row["label"], "corrected_label": row["corrected_label"] or "", "score": row["score"],
+            "model": row["model_name"], "kind": row["kind"], "source": row["source"],
             "id": row["id"]}
 
 
@@ -80,7 +100,8 @@ class Manifest:
       that batch; the file is fsynced at ``close()``.
 
     The CSV lists every row by id; it is rewritten only when its text changes, and not written at
-    all while the manifest has no rows.
+    all while the manifest has no rows. ``replace()`` changes rows already there (sync, when the
+    device changed an item synced before); the JSONL is then rewritten once, at ``close()``.
     """
 
     def __init__(self, stem: Path, resume: bool, fsync_each_add: bool):
@@ -88,6 +109,7 @@ class Manifest:
         self.fsync_each_add = fsync_each_add
         self.rows: dict[int, dict] = {}
         self._jsonl = None
+        self._is_stale = False  # a row was replaced: the JSONL is rewritten at close()
         if resume:
             self._load()
 
@@ -121,11 +143,19 @@ class Manifest:
             os.fsync(self._jsonl.fileno())
         self.rows.update((row["id"], {k: row[k] for k in MANIFEST_FIELDS}) for row in rows)
 
+    def replace(self, row: dict) -> None:
+        """Put ``row`` in place of the row with its id, in its place in the order."""
+        self.rows[row["id"]] = {k: row[k] for k in MANIFEST_FIELDS}
+        self._is_stale = True
+
     def close(self) -> None:
         if self._jsonl is not None:
             os.fsync(self._jsonl.fileno())
             self._jsonl.close()
             self._jsonl = None
+        if self._is_stale:
+            atomic_write_bytes(self.jsonl_path, manifest_jsonl(self.rows.values()).encode())
+            self._is_stale = False
         if not self.rows:
             return
         text = manifest_csv(sorted(self.rows.values(), key=lambda r: r["id"])).encode()
@@ -172,7 +202,7 @@ def stream_zip(rows: Callable[[], Iterable], data_dir: Path) -> Iterator[bytes]:
 
     with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
         for name, render in (("manifest.csv", _csv_lines), ("manifest.jsonl", _jsonl_lines)):
-            with archive.open(zipfile.ZipInfo(name, time.gmtime()[:6]), "w", force_zip64=True) as target:
+            with archive.open(_zip_entry(name, time.time()), "w", force_zip64=True) as target:
                 for line in render(manifest_row(row, export_name(row)) for row in present()):
                     target.write(line.encode())
                     yield sink.take()
@@ -183,7 +213,7 @@ def stream_zip(rows: Callable[[], Iterable], data_dir: Path) -> Iterator[bytes]:
                 log.warning("zip: %s was deleted while the zip was being made", row["image_path"])
                 continue
             with source:
-                info = zipfile.ZipInfo(export_name(row), _zip_time(row["captured_at"]))
+                info = _zip_entry(export_name(row), _seconds(row["captured_at"]))
                 with archive.open(info, "w", force_zip64=row["bytes"] >= 2**31) as target:
                     while chunk := source.read(_CHUNK):
                         target.write(chunk)
@@ -224,6 +254,14 @@ def _jsonl_lines(rows) -> Iterator[str]:
     return (json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
-def _zip_time(captured_at: str):
-    moment = datetime.fromisoformat(captured_at.replace("Z", "+00:00"))
-    return (max(moment.year, 1980), moment.month, moment.day, moment.hour, moment.minute, moment.second)
+def _seconds(stored: str) -> float:
+    return datetime.fromisoformat(stored.replace("Z", "+00:00")).timestamp()
+
+
+def _zip_entry(name: str, seconds: float) -> zipfile.ZipInfo:
+    """An entry dated ``seconds``: the zip's own fields hold UTC (they have no zone), and the extended
+    timestamp field (0x5455, UTC seconds), which unzip honours, says the moment."""
+    moment = datetime.fromtimestamp(seconds, timezone.utc)
+    info = zipfile.ZipInfo(name, (max(moment.year, 1980), *moment.timetuple()[1:6]))
+    info.extra = struct.pack("<HHBl", 0x5455, 5, 1, int(seconds))  # flags 1: the modification time only
+    return info

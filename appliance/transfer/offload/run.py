@@ -25,8 +25,6 @@ from appliance.transfer.offload.verify import read_back_sha256s, sync_stick
 
 log = logging.getLogger(__name__)
 
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class OffloadReport:

@@ -5,7 +5,7 @@ then on, in alternation. On, the config names an MQTT broker and an S3-compatibl
 Mosquitto and SeaweedFS started here), every keep is queued for both in the writer's transaction, and
 ``appliance links`` runs beside the loop as its unit runs it (its own process, nice 15), sending while
 the loop keeps. The broker and the store stand in for machines elsewhere on the network, so they run
-at nice 19: their CPU is not the camera's. Each pair's ratio is the on run's frames/s ÷ the off run's;
+as ``SCHED_IDLE`` (every thread): they get only CPU the camera leaves, as if it were not the camera's. Each pair's ratio is the on run's frames/s ÷ the off run's;
 the figure is their median (goal ≥ 0.97), with how far behind the links were when the loop ended and
 how long they took to send the rest (they keep up, or they do not).
 """
@@ -26,13 +26,12 @@ from appliance.config import to_toml
 from appliance.errors import BenchmarkError
 
 LINKS_NICE = 15  # appliance-links.service's Nice=
-SERVERS_NICE = 19
 CONNECT_S = 30.0
 DRAIN_S = 300.0
 
 
 class Servers:
-    """A Mosquitto and a SeaweedFS (with a bucket) on 127.0.0.1, in ``root``, at nice 19."""
+    """A Mosquitto and a SeaweedFS (with a bucket) on 127.0.0.1, in ``root``, as ``SCHED_IDLE``."""
 
     def __init__(self, root: Path):
         from appliance.bench.mosquitto import Broker
@@ -46,8 +45,9 @@ class Servers:
         except BaseException:
             self.close()
             raise
-        for process in (self.broker.process, self.store.process):
-            os.setpriority(os.PRIO_PROCESS, process.pid, SERVERS_NICE)
+        for process in (self.broker.process, self.store.process):  # and their threads: SCHED_IDLE is per thread
+            for thread in Path(f"/proc/{process.pid}/task").iterdir():
+                os.sched_setscheduler(int(thread.name), os.SCHED_IDLE, os.sched_param(0))
         self.runs = 0
 
     def links_config(self, config):

@@ -84,7 +84,7 @@ def bench_command(args) -> int:
 
     With --links, the loop where one frame in ten is kept, with the links off and on in alternation
     (--pairs pairs): on, MQTT and upload are configured to a Mosquitto and a SeaweedFS started on
-    127.0.0.1 at nice 19 (standing in for machines elsewhere), and `appliance links` runs beside the
+    127.0.0.1 as SCHED_IDLE (standing in for machines elsewhere), and `appliance links` runs beside the
     loop at nice 15, as its unit does. "ratio" is the median of the pairs' frames/s, on / off; each
     run says how many entries waited when the loop ended and how long the links took to send them.
 

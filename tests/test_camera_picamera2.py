@@ -153,6 +153,7 @@ def test_frame_times_and_source_come_from_the_request(kind):
         assert abs(frame.timestamp_s - time.monotonic()) < 5
         assert before <= frame.captured_at_s <= time.time()
         assert frame.source == f"picamera2:0:{instance(picamera2_class).camera_properties['Model']}"
+        assert cam.model == instance(picamera2_class).camera_properties["Model"]  # the kept JPEGs' EXIF Model
         frame.release()
         assert next(frames).timestamp_s > frame.timestamp_s
 

@@ -52,6 +52,12 @@ class Camera(ABC):
     def describe(self) -> str:
         return type(self).__name__
 
+    @property
+    def model(self) -> str | None:
+        """The sensor's own name once started (libcamera's ``Model``, such as ``imx708``), for the kept
+        images' EXIF; None where there is none."""
+        return None
+
     def __enter__(self):
         self.start()
         return self

@@ -148,6 +148,10 @@ class Picamera2Camera(Camera):
                    camera_num=camera_config.index, stack=stack)
 
     @property
+    def model(self) -> str | None:
+        return None if self._model == "camera" else self._model
+
+    @property
     def source(self) -> str:
         return f"picamera2:{self.camera_num}:{self._model}"
 

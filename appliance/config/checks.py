@@ -1,6 +1,6 @@
 """Checks that need more than a type and a range: [system] values (host name, time zone, Wi-Fi, SSH
 keys, password hashes), pins that must not collide, Wi-Fi keys that only work together, best-N limits
-that must leave room for each other.
+that must leave room for each other, a deployment's times and coordinates.
 
 A value check returns the value, perhaps normalised, or raises ``ValueError(problem)``; the loader
 turns that into a ``ConfigError`` naming the file and the key.
@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import base64
 import re
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from appliance.errors import ConfigError
 
 if TYPE_CHECKING:  # annotations only: the schema imports these checks
-    from appliance.config.schema import GpioConfig, StorageConfig, SystemConfig
+    from appliance.config.schema import DeploymentConfig, GpioConfig, StorageConfig, SystemConfig
 
 SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
                  "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
@@ -173,6 +174,28 @@ def valid_crypt_hash(value: str) -> str:
     return value
 
 
+def valid_one_line(value: str) -> str:
+    """A name or an identifier: one line of at most 200 characters (it goes into CSV cells and XMP)."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("the value has a control character (a line break, a tab)")
+    if len(value) > 200:
+        raise ValueError(f"the value is {len(value)} characters long")
+    return value.strip()
+
+
+def valid_deployment_time(value: str) -> str:
+    """An ISO 8601 date and time with its UTC offset, to the second (as Camtrap DP takes it); "" for none."""
+    if not value:
+        return value
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"{value!r} is not an ISO 8601 date and time") from None
+    if moment.utcoffset() is None:
+        raise ValueError(f"{value!r} has no UTC offset (add one, such as +02:00, or Z for UTC)")
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 PIN_KEYS = ("status_led", "keep_led", "warning_led", "pause_button", "offload_button")
 I2C_PINS = (2, 3)  # SDA, SCL: the real-time clock's bus
 ID_EEPROM_PINS = (0, 1)  # reserved on every Pi for HAT identification
@@ -227,3 +250,23 @@ def check_storage(storage: StorageConfig, source) -> None:
         raise ConfigError(source, "storage.best_per_label",
                           f"{overall} is fewer than storage.best_per_label_per_day ({per_day}), which could then never be reached",
                           f"0 (no overall limit) or at least {per_day}")
+
+
+_TIME_EXAMPLE = 'a date and time with its UTC offset, such as "2026-05-01T08:00:00+02:00"'
+
+
+def check_deployment(deployment: DeploymentConfig, source) -> None:
+    """Coordinates that come in pairs, and an end after the start."""
+    has_lat, has_lon = deployment.latitude is not None, deployment.longitude is not None
+    if has_lat != has_lon:
+        missing = "longitude" if has_lat else "latitude"
+        raise ConfigError(source, f"deployment.{missing}", f"must be set with deployment.{'latitude' if has_lat else 'longitude'}",
+                          "both in decimal degrees (WGS84), or neither")
+    if deployment.coordinate_uncertainty_m and not has_lat:
+        raise ConfigError(source, "deployment.coordinate_uncertainty_m", "set, but the deployment has no latitude and longitude",
+                          "set them too, or leave it 0")
+    if deployment.end and not deployment.start:
+        raise ConfigError(source, "deployment.start", "must be set with deployment.end", _TIME_EXAMPLE)
+    if deployment.end and datetime.fromisoformat(deployment.end) <= datetime.fromisoformat(deployment.start):
+        raise ConfigError(source, "deployment.end", f"{deployment.end} is not after deployment.start ({deployment.start})",
+                          "a later date and time, or \"\" while the camera is still out")

@@ -11,7 +11,7 @@ import typing
 from fractions import Fraction
 from pathlib import Path
 
-from appliance.config.checks import check_links, check_pins, check_storage, check_system
+from appliance.config.checks import check_deployment, check_links, check_pins, check_storage, check_system
 from appliance.config.schema import DEVICE_CONFIG_PATH, PATH_KEYS, SECTIONS, Config, section_of, describe_allowed
 from appliance.errors import ConfigError
 
@@ -106,6 +106,7 @@ def config_from_dict(data: dict, source="<dict>", base_dir: Path | None = None) 
     check_pins(config.gpio, source)
     check_system(config.system, source)
     check_storage(config.storage, source)
+    check_deployment(config.deployment, source)
     check_links(config, source)
     return config
 

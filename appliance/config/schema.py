@@ -12,7 +12,8 @@ from pathlib import Path
 from appliance.config.checks import (SSH_KEY_TYPES, ssh_key_lines, valid_country, valid_crypt_hash, valid_hostname,
                                      valid_login_password, valid_passphrase, valid_ssh_keys, valid_ssid, valid_tiles,
                                      valid_timezone, valid_broker_url, valid_endpoint, valid_topic_prefix,
-                                     valid_bucket, valid_key_prefix, valid_quiet_hours)
+                                     valid_bucket, valid_key_prefix, valid_quiet_hours, valid_deployment_time,
+                                     valid_one_line)
 
 DEVICE_CONFIG_PATH = Path("/boot/firmware/appliance.toml")
 
@@ -41,6 +42,31 @@ class CameraConfig:
     replay_loop: bool = _key(True, "Start again from the first image after the last one.")
     replay_repeat: int = _key(1, "Frames each replayed image is shown for, as a camera sees a subject that stays a while (the detector's tracks need detector.track_min_frames of them).",
                               min=1, max=1000)
+
+
+_ONE_LINE = "one line of at most 200 characters"
+_TIME = '"" or a quoted date and time with its UTC offset, such as "2026-05-01T08:00:00+02:00" (Z for UTC)'
+
+
+@dataclass(frozen=True)
+class DeploymentConfig:
+    """Where and how the camera is set up: Camtrap DP's deployment, in each kept JPEG (EXIF GPS, XMP) and the exports."""
+    id: str = _key("", "The deployment's identifier (Camtrap DP deploymentID), such as \"feeder-2026-05\"; empty: none.",
+                   check=valid_one_line, allowed=_ONE_LINE)
+    location_id: str = _key("", "An identifier of the place, the same for every deployment there (locationID).",
+                            check=valid_one_line, allowed=_ONE_LINE)
+    location_name: str = _key("", "A name of the place (locationName).", check=valid_one_line, allowed=_ONE_LINE)
+    latitude: float | None = _key(None, "Latitude in decimal degrees, WGS84, south negative; set with longitude, it goes into each kept JPEG's GPS tags.",
+                                  min=-90.0, max=90.0)
+    longitude: float | None = _key(None, "Longitude in decimal degrees, WGS84, west negative.", min=-180.0, max=180.0)
+    coordinate_uncertainty_m: int = _key(0, "Radius in metres of the smallest circle holding the place (coordinateUncertainty; larger for coordinates rounded to protect a species); 0: not given.",
+                                         min=0, max=20_000_000)
+    camera_height_m: float | None = _key(None, "Height of the camera above the ground, in metres.", min=0.0, max=100.0)
+    camera_tilt_deg: float | None = _key(None, "Vertical angle of the camera: -90 facing down, 0 level, 90 facing up.", min=-90.0, max=90.0)
+    camera_heading_deg: float | None = _key(None, "Direction the camera faces, degrees clockwise from north (90 east).", min=0.0, max=360.0)
+    setup_by: str = _key("", "Who set the camera up: a person or an organisation (setupBy).", check=valid_one_line, allowed=_ONE_LINE)
+    start: str = _key("", "When the deployment started, with its UTC offset; empty: not given.", check=valid_deployment_time, allowed=_TIME)
+    end: str = _key("", "When it ended (after start); empty while the camera is still out.", check=valid_deployment_time, allowed=_TIME)
 
 
 @dataclass(frozen=True)
@@ -240,6 +266,7 @@ class SystemConfig:
 @dataclass(frozen=True)
 class Config:
     camera: CameraConfig = field(default_factory=CameraConfig)
+    deployment: DeploymentConfig = field(default_factory=DeploymentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     keep: KeepConfig = field(default_factory=KeepConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
@@ -263,9 +290,9 @@ class Config:
         return dataclasses.replace(self, **changed)
 
 
-SECTIONS = {"camera": CameraConfig, "model": ModelConfig, "keep": KeepConfig, "detector": DetectorConfig,
-            "storage": StorageConfig, "mqtt": MqttConfig, "upload": UploadConfig, "notify": NotifyConfig,
-            "outbox": OutboxConfig, "status": StatusConfig, "web": WebConfig, "gpio": GpioConfig,
+SECTIONS = {"camera": CameraConfig, "deployment": DeploymentConfig, "model": ModelConfig, "keep": KeepConfig,
+            "detector": DetectorConfig, "storage": StorageConfig, "mqtt": MqttConfig, "upload": UploadConfig,
+            "notify": NotifyConfig, "outbox": OutboxConfig, "status": StatusConfig, "web": WebConfig, "gpio": GpioConfig,
             "system": SystemConfig}
 PATH_KEYS = {("camera", "replay_dir"), ("model", "path"), ("model", "labels"), ("model", "edgetpu_path"),
              ("detector", "path"), ("detector", "labels"), ("mqtt", "ca_file"),

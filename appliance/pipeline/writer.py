@@ -14,8 +14,9 @@ it runs here, on the writer's thread: capture and inference never wait on it.
 What one keep writes, in this order, so that a crash or a power cut at any point leaves something
 start-up reconciliation settles (``storage.reconcile``) and never a row without its file:
 
-1. the JPEG, encoded in memory with its record in a comment, and the sha256 of the rest of its
-   bytes in that record (``images.kept_jpeg``: how reconciliation tells a complete file);
+1. the JPEG, encoded in memory with its EXIF and XMP (``Writer.tags``: the time zone, the camera,
+   the deployment) and its record in a comment, and the sha256 of the rest of its bytes in that
+   record (``images.kept_jpeg``: how reconciliation tells a complete file);
 2. the image file: written to a temp file beside its place, fsynced, renamed into place, and its
    folder fsynced (``files.atomic_file``);
 3. its thumbnail, the same way;
@@ -43,6 +44,7 @@ from appliance.pipeline.frames import Classification, Keep, MainImage
 from appliance.pipeline.two_stage import BoxKeep
 from appliance.storage import retention
 from appliance.storage.best_n import best_n_scopes
+from appliance.storage.image_tags import ImageTags
 from appliance.storage.images import box_text, encode_jpeg, kept_jpeg, make_thumbnail, thumbnail_of_file  # noqa: F401
 from appliance.storage.store import Store
 
@@ -78,11 +80,16 @@ class ModelInfo:
 
 
 class Writer:
-    """Consumes ``KeepJob``s on its own thread; ``submit`` never blocks."""
+    """Consumes ``KeepJob``s on its own thread; ``submit`` never blocks.
+
+    ``tags`` (``ImageTags.from_config``) is what each kept JPEG's EXIF and XMP say of the camera, the
+    time zone and the deployment; without it, UTC times and no camera or place. The composition root
+    may replace ``writer.tags`` once the camera has started and named its model."""
 
     def __init__(self, store: Store, storage_config, model: ModelInfo, counts, detector: ModelInfo | None = None,
-                 links: tuple[str, ...] = ()):
+                 links: tuple[str, ...] = (), tags: ImageTags | None = None):
         self.store = store
+        self.tags = tags or ImageTags()
         self.links = links  # each keep is queued for these (storage.outbox), in the transaction of its row
         self.config = storage_config
         self.model = model
@@ -159,7 +166,7 @@ class Writer:
             "source": job.source, "width": image.width, "height": image.height,
         }
         crop_bytes, track_replaces = self._detection(job.box_keep, record)
-        image_bytes = kept_jpeg(image, self.config.jpeg_quality, record)
+        image_bytes = kept_jpeg(image, self.config.jpeg_quality, record, self.tags)
         thumb_bytes = make_thumbnail(image, self.config.thumbnail_px)
         # The quota counts kept images' bytes, as the store does; thumbnails (~2 % more) are not counted.
         # The keeps this one replaces are deleted just after it, so their bytes count as freed: at the

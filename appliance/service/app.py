@@ -34,6 +34,7 @@ from appliance.service.control import CONTROL_SOCKET, ControlServer
 from appliance.service.sdnotify import Notifier
 from appliance.service.status import LoopStats, StatusReporter
 from appliance.storage import retention
+from appliance.storage.image_tags import ImageTags
 from appliance.storage.outbox import configured_links
 from appliance.storage.store import Store
 from appliance.transfer import stick
@@ -131,7 +132,7 @@ class Appliance:
                                             self.classifier.input_size)
         self.stats = LoopStats()
         self.writer = Writer(self.store, config.storage, self.model, self.stats.counts, self.detector_model,
-                             configured_links(config))
+                             configured_links(config), ImageTags.from_config(config))
         self.loop = Loop(self.camera, self.classifier, policy, self.writer, self.store, self.stats, self.stage)
         self.reporter = StatusReporter(config.status.runtime_dir, config.status.interval_s, self.status,
                                        self.notifier, lambda: self.loop.heartbeat_s)
@@ -161,6 +162,7 @@ class Appliance:
         try:
             self.camera.start()
             self._stack.callback(self.camera.close)
+            self.writer.tags = ImageTags.from_config(self.config, self.camera.model)  # its sensor's name, now known
             self.notifier.ready(f"watching with {self.camera.describe()}")
             log.info("watching: %s", self.camera.describe())
             self.loop.run()

@@ -4,6 +4,8 @@
   and reading files not written here (regular files only, no link followed).
 * ``images`` — the kept JPEG: its record in a comment (validated when read back), the sha256 that
   proves it complete, its thumbnail.
+* ``image_tags`` — the EXIF and XMP of a kept JPEG, for other tools (local time with its offset, camera,
+  GPS from the deployment; label, score, model, event).
 * ``store`` — the SQLite store (WAL) of kept items; its durable write order: image, thumbnail, row.
 * ``crops`` — a detector keep's crop, in a table of its own, written and deleted with its row.
 * ``reserve`` — the space set aside so that the store opens on a full card.

@@ -6,6 +6,10 @@ record ``jpeg_sha256``: the sha256 of the file without that comment segment (the
 encoder made it, before the record was spliced in), so reconciliation can tell a complete file from
 one a crash or a power cut left short or damaged without trusting that it decodes.
 
+The writer's files also carry EXIF and XMP for other tools (``image_tags``: capture time with its
+offset, camera, GPS, label and score), written with the image and so covered by ``jpeg_sha256``; the
+comment goes after them, at the end of the file's leading APPn segments.
+
 A keep made through the detector stage also carries ``DETECTION_FIELDS``: where its subject was in
 the frame (``box``), the track it belongs to (``event_id``, ``event_frame``) and what found it (the
 detector's label, score and model). They are optional: a keep without a detector has none of them,
@@ -26,8 +30,12 @@ import struct
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from appliance.storage.image_tags import XMP_HEADER
+
 if TYPE_CHECKING:  # Pillow is imported where images are made or read: the store's rows need none of it
     from PIL import Image
+
+    from appliance.storage.image_tags import ImageTags
 
 METADATA_PREFIX = b"appliance:"
 # What a kept file's comment carries: enough to rebuild its row without the database.
@@ -45,7 +53,7 @@ _UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 SOI, EOI = b"\xff\xd8", b"\xff\xd9"
-_COM, _SOS, _APP0 = 0xFE, 0xDA, 0xE0
+_COM, _SOS, _APP0, _APP1, _APP15 = 0xFE, 0xDA, 0xE0, 0xE1, 0xEF
 _STANDALONE = {0x01, *range(0xD0, 0xD8)}  # markers without a length: TEM, RST0-7
 
 
@@ -58,20 +66,36 @@ def metadata_comment(record: dict) -> bytes:
     return METADATA_PREFIX + json.dumps(fields, separators=(",", ":")).encode()
 
 
-def encode_jpeg(image: Image.Image, quality: int, comment: bytes = b"") -> bytes:
+def encode_jpeg(image: Image.Image, quality: int, comment: bytes = b"", exif: bytes = b"") -> bytes:
     out = io.BytesIO()
-    image.save(out, "JPEG", quality=quality, comment=comment)
+    image.save(out, "JPEG", quality=quality, comment=comment, exif=exif)
     return out.getvalue()
 
 
-def kept_jpeg(image: Image.Image, quality: int, record: dict) -> bytes:
-    """``image`` as the JPEG the store keeps: its record in a comment, with the sha256 of the rest."""
-    plain = encode_jpeg(image, quality)
-    comment = metadata_comment(dict(record, **{CONTENT_SHA256: hashlib.sha256(plain).hexdigest()}))
+def kept_jpeg(image: Image.Image, quality: int, record: dict, tags: ImageTags | None = None) -> bytes:
+    """``image`` as the JPEG the store keeps: its record in a comment, with the sha256 of the rest;
+    with ``tags``, its EXIF and XMP (``image_tags``) too."""
+    plain = memoryview(encode_jpeg(image, quality, exif=tags.exif(record) if tags else b""))
+    at = _after_app_segments(plain)  # JFIF's APP0 and EXIF's APP1 want to come first; then XMP, then the comment
+    xmp = tags.xmp(record) if tags else b""
+    xmp_segment = _segment(_APP1, XMP_HEADER + xmp) if xmp else b""
+    content = hashlib.sha256(plain[:at])
+    content.update(xmp_segment)
+    content.update(plain[at:])
+    comment = metadata_comment(dict(record, **{CONTENT_SHA256: content.hexdigest()}))
+    return b"".join((plain[:at], xmp_segment, _segment(_COM, comment), plain[at:]))  # one copy of the image, not two
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+    return bytes((0xFF, marker)) + struct.pack(">H", len(payload) + 2) + payload
+
+
+def _after_app_segments(data: bytes) -> int:
+    """Where the APPn segments that follow a JPEG's start-of-image marker end."""
     at = 2
-    if plain[2:4] == b"\xff\xe0":  # JFIF wants its APP0 first: the comment goes after it
-        at = 4 + struct.unpack(">H", plain[4:6])[0]
-    return plain[:at] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + plain[at:]
+    while at + 4 <= len(data) and data[at] == 0xFF and _APP0 <= data[at + 1] <= _APP15:
+        at += 2 + struct.unpack(">H", data[at + 2:at + 4])[0]
+    return at
 
 
 def make_thumbnail(image: Image.Image, longest_px: int) -> bytes:

@@ -73,6 +73,11 @@ def sidecar_key(capture_id: int) -> str:
     return f"sidecar:{capture_id}"
 
 
+def enqueue_sidecar(conn: sqlite3.Connection, capture_id: int) -> None:
+    """Queue a keep's sidecar to go to the object store again (its record changed after its upload)."""
+    enqueue(conn, "upload", sidecar_key(capture_id), capture_id=capture_id, replace=True)
+
+
 def enqueue(conn: sqlite3.Connection, link: str, key: str, payload: dict | None = None,
             capture_id: int | None = None, replace: bool = False, now: float | None = None) -> None:
     """Queue one entry; an entry of the same link and key already waiting stays as it is, unless ``replace``."""

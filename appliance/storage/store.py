@@ -343,8 +343,7 @@ class Store(TakenOff):
             is_uploaded = self.db.execute("select uploaded_at is not null from captures where id = ?",
                                           [capture_id]).fetchone()
             if is_uploaded and is_uploaded[0]:
-                outbox.enqueue(self.db.conn, "upload", outbox.sidecar_key(capture_id), capture_id=capture_id,
-                               replace=True)
+                outbox.enqueue_sidecar(self.db.conn, capture_id)
             return cursor.rowcount == 1
 
     def _update(self, capture_id, values) -> bool:

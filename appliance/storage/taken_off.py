@@ -70,6 +70,5 @@ class TakenOff:
             is_relabelled = self.db.execute("select corrected_label is not ? from captures where id = ?",
                                             [corrected_label, capture_id]).fetchone()
             if is_relabelled and is_relabelled[0]:
-                outbox.enqueue(self.db.conn, "upload", outbox.sidecar_key(capture_id), capture_id=capture_id,
-                               replace=True)
+                outbox.enqueue_sidecar(self.db.conn, capture_id)
             return cursor.rowcount == 1
